@@ -1,0 +1,153 @@
+"""The sampler contract: every selection method is a `Sampler` with validated options.
+
+A sampler is a plain function of arrays: it receives a `SelectionInput` (unit-norm embeddings and,
+where the corpus has them, quality scores, labels, groups and a nearest-neighbour index), a budget
+as a row count and an integer seed, and returns a `Selection`. It never reads files, never touches
+global random state and never imports Prefect, so it can be tested and reused on its own.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import ConfigError, InputError
+
+
+class SamplerOptions(BaseModel):
+    """Base for a sampler's own options; each sampler subclasses it with described, bounded fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class SelectionInput:
+    """What a sampler may look at. Rows are positions 0..N-1 of the usable corpus.
+
+    embeddings: (N, D) float32, L2-normalised.
+    quality:    (N,) float64 or None; finite and >= 0 when present (validated by the loader).
+    labels:     list of N tuples of label strings, or None.
+    groups:     (N,) array of group values (strings), or None.
+    knn:        a function (queries (Q, D) float32, k) -> (similarities (Q, k), rows (Q, k)) over the
+                whole corpus, backed by the FAISS index; None when no index was built.
+    ids:        (N,) array of row ids (strings), for diagnostics that name rows.
+    target_embeddings: (T, D) float32 unit-norm embeddings of a target set (influence toward it), or None.
+    feedback:   (N,) float64 per-row feedback from training on an earlier round (NaN where none), or None.
+    previous_rows: int64 rows selected in earlier rounds; a sampler that supports rounds never selects them again.
+    """
+
+    embeddings: np.ndarray
+    quality: np.ndarray | None = None
+    labels: list[tuple[str, ...]] | None = None
+    groups: np.ndarray | None = None
+    knn: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
+    ids: np.ndarray | None = None
+    target_embeddings: np.ndarray | None = None
+    feedback: np.ndarray | None = None
+    previous_rows: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.embeddings.shape[0])
+
+
+@dataclass
+class Selection:
+    """A sampler's answer.
+
+    rows:        (B,) int64 positions, in selection order (rank 0 first), no duplicates.
+    scores:      (B,) float64: the score or marginal gain that made each row selected.
+    weights:     (B,) float64 importance weights (1.0 for samplers without a weighting).
+    clusters:    (B,) int64 cluster of each selected row, or None when the sampler has no clusters.
+    diagnostics: JSON-serialisable facts for the audit report (curves, quotas, settings found).
+    """
+
+    rows: np.ndarray
+    scores: np.ndarray
+    weights: np.ndarray
+    clusters: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rows = np.asarray(self.rows, dtype=np.int64)
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        self.weights = np.asarray(self.weights, dtype=np.float64)
+        if self.clusters is not None:
+            self.clusters = np.asarray(self.clusters, dtype=np.int64)
+        n = len(self.rows)
+        for name in ("scores", "weights", "clusters"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise AssertionError(f"Selection.{name} has {len(value)} entries for {n} rows")
+
+
+class Sampler(ABC):
+    """Base class. Subclasses set `name`, `Options`, `description` and implement `_select`.
+
+    Like scikit-learn estimators, the constructor only stores validated options; the work, and the
+    random generator built from the integer seed, live in `select`, so two calls with the same
+    input and seed give the same selection.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type[SamplerOptions]] = SamplerOptions
+    # Whether the sampler needs strictly positive quality scores when a quality column is given.
+    requires_positive_quality: ClassVar[bool] = False
+
+    def __init__(self, options: SamplerOptions | dict | None = None):
+        if options is None:
+            options = self.Options()
+        elif isinstance(options, dict):
+            options = self.Options(**options)
+        elif not isinstance(options, self.Options):
+            raise ConfigError(
+                f"Options for sampler {self.name!r} must be {self.Options.__name__}; got {type(options).__name__}."
+            )
+        self.options = options
+
+    def select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
+        """Select exactly `budget` distinct rows of `data` (deterministic for `seed`)."""
+        n = data.n_rows
+        if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool):
+            raise ConfigError(f"Sampler budget must be a whole number of rows; got {budget!r}.")
+        if not 1 <= budget <= n:
+            raise ConfigError(f"Budget of {budget} rows is outside 1..{n} (the number of usable rows).")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"Seed must be a non-negative integer; got {seed!r}.")
+        _check_embeddings(data.embeddings)
+        if self.requires_positive_quality and data.quality is not None and not np.all(data.quality > 0):
+            bad = int(np.flatnonzero(~(data.quality > 0))[0])
+            raise InputError(
+                f"Sampler {self.name!r} needs quality scores > 0; row {bad} has {data.quality[bad]!r}. "
+                "Fix or drop those rows, or run without --quality."
+            )
+        selection = self._select(data, int(budget), int(seed))
+        _check_selection(self.name, selection, int(budget), n)
+        return selection
+
+    @abstractmethod
+    def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
+        """Implementations: the algorithm itself; inputs are already validated."""
+
+
+def _check_embeddings(embeddings: np.ndarray) -> None:
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+        raise InputError(f"Embeddings must be a non-empty (rows, dim) matrix; got shape {embeddings.shape}.")
+    if embeddings.dtype != np.float32:
+        raise InputError(f"Embeddings must be float32; got {embeddings.dtype}.")
+
+
+def _check_selection(name: str, selection: Selection, budget: int, n: int) -> None:
+    rows = selection.rows
+    # A sampler returning fewer rows than asked for must fail loudly, never silently.
+    if len(rows) != budget:
+        raise AssertionError(f"sampler {name!r} returned {len(rows)} rows for a budget of {budget}")
+    if len(np.unique(rows)) != len(rows):
+        raise AssertionError(f"sampler {name!r} returned duplicate rows")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise AssertionError(f"sampler {name!r} returned rows outside 0..{n - 1}")
+    if not np.all(np.isfinite(selection.weights)) or np.any(selection.weights <= 0):
+        raise AssertionError(f"sampler {name!r} returned non-positive or non-finite weights")

@@ -1,0 +1,20 @@
+"""The one registry of samplers. A new sampler is one module in this folder and one line here."""
+
+from ..errors import ConfigError
+from .base import Sampler
+from .kmeans import KMeansSampler
+from .random import RandomSampler
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    RandomSampler.name: RandomSampler,
+    KMeansSampler.name: KMeansSampler,
+}
+
+
+def get_sampler(name: str, options=None) -> Sampler:
+    """Build the sampler registered under `name` with validated options (a dict or its Options model)."""
+    try:
+        cls = SAMPLERS[name]
+    except KeyError:
+        raise ConfigError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.") from None
+    return cls(options)

@@ -1,0 +1,74 @@
+"""The sampler contract, checked over every registered sampler (like scikit-learn's common checks)."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from selectflow.tasks.errors import ConfigError
+from selectflow.tasks.samplers import SAMPLERS, get_sampler
+
+ALL = sorted(SAMPLERS)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("budget", [1, 17, 120])
+def test_exact_budget_distinct_rows_in_range(name, budget, small_input):
+    sel = get_sampler(name).select(small_input, budget, seed=0)
+    assert len(sel.rows) == budget
+    assert len(np.unique(sel.rows)) == budget
+    assert sel.rows.min() >= 0 and sel.rows.max() < small_input.n_rows
+    assert len(sel.scores) == len(sel.weights) == budget
+    assert np.all(np.isfinite(sel.scores))
+    assert np.all(np.isfinite(sel.weights)) and np.all(sel.weights > 0)
+    if sel.clusters is not None:
+        assert len(sel.clusters) == budget and sel.clusters.min() >= 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_same_selection(name, small_input):
+    a = get_sampler(name).select(small_input, 40, seed=11)
+    b = get_sampler(name).select(small_input, 40, seed=11)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.weights, b.weights)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_works_without_optional_columns(name, small_input):
+    bare = replace(small_input, quality=None, labels=None, groups=None, ids=None, target_embeddings=None)
+    sel = get_sampler(name).select(bare, 25, seed=3)
+    assert len(np.unique(sel.rows)) == 25
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_diagnostics_are_json(name, small_input):
+    sel = get_sampler(name).select(small_input, 30, seed=1)
+    json.dumps(sel.diagnostics)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_does_not_touch_global_random_state(name, small_input):
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    get_sampler(name).select(small_input, 20, seed=5)
+    np.testing.assert_array_equal(before, np.random.get_state()[1])
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("bad", [0, -1, 301, 2.5])
+def test_rejects_impossible_budgets(name, bad, small_input):
+    with pytest.raises(ConfigError):
+        get_sampler(name).select(small_input, bad, seed=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_option_is_rejected(name):
+    with pytest.raises(ValueError):
+        get_sampler(name, {"no_such_option": 1})
+
+
+def test_unknown_sampler_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="kmeans"):
+        get_sampler("nope")
