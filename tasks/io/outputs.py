@@ -1,0 +1,60 @@
+"""The output folder: selected.parquet, manifest.json, report.json, report.html, each written atomically."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..errors import ConfigError
+from .atomic import atomic_path
+
+OUTPUT_FILES = ("selected.parquet", "manifest.json", "report.json", "report.html")
+
+
+def check_output_dir(out_dir: str | Path, run_key: str, overwrite: bool) -> Path:
+    """Refuse to mix runs: a folder holding another run's outputs is only replaced with overwrite=True.
+
+    A folder holding the outputs of the same configuration (same run key) is refreshed in place.
+    """
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"Output path {out} is a file; pass a folder with --out.")
+    manifest = out / "manifest.json"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        previous = None
+        if manifest.exists():
+            try:
+                previous = json.loads(manifest.read_text()).get("run_key")
+            except ValueError:
+                previous = None
+        if previous != run_key:
+            raise ConfigError(
+                f"Output folder {out} already holds {'another run' if previous else 'other files'}; "
+                "pass --overwrite to replace it, or choose another --out."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_parquet(df: pl.DataFrame, final: str | Path) -> Path:
+    with atomic_path(final, suffix=".parquet") as tmp:
+        df.write_parquet(tmp, compression="zstd")
+    return Path(final)
+
+
+def provenance_frame(
+    *, ids: list[str], rows: np.ndarray, sampler: str, scores: np.ndarray, weights: np.ndarray,
+    clusters: np.ndarray, nearest_pos: np.ndarray, nearest_sim: np.ndarray,
+) -> pl.DataFrame:
+    """Provenance columns, one row per selected row, in rank order."""
+    nearest_ids = [ids[int(rows[p])] if p >= 0 else None for p in nearest_pos]
+    return pl.DataFrame({
+        "sf_sampler": [sampler] * len(rows),
+        "sf_rank": np.arange(len(rows), dtype=np.int64),
+        "sf_score": np.asarray(scores, dtype=np.float64),
+        "sf_weight": np.asarray(weights, dtype=np.float64),
+        "sf_cluster": np.asarray(clusters, dtype=np.int64),
+        "sf_nearest_selected_id": pl.Series(nearest_ids, dtype=pl.String),
+        "sf_nearest_selected_similarity": np.asarray(nearest_sim, dtype=np.float64),
+    })

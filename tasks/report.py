@@ -1,0 +1,154 @@
+"""Prefect tasks: write the output folder (selected rows, manifest, report) and publish run artifacts."""
+
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from .io.atomic import write_json, write_text
+from .io.corpus import CorpusSpec, read_original_rows
+from .io.outputs import provenance_frame, write_parquet
+from .reporting.build import analysis_k, build_report
+from .reporting.metrics import nearest_selected
+from .samplers.clustering import kmeans
+from .select import load_selection
+
+LIBRARIES = ("selectflow", "prefect", "sentence-transformers", "transformers", "torch", "faiss-cpu", "faiss-gpu",
+             "polars", "pyarrow", "numpy", "scikit-learn", "scipy")
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _texts_by_row(prepared_path: str):
+    def fetch(rows: list[int]) -> list[str]:
+        if not rows:
+            return []
+        wanted = pl.DataFrame({"pos": np.asarray(rows, dtype=np.uint32), "order": np.arange(len(rows))})
+        found = (pl.scan_parquet(prepared_path).select("text").with_row_index("pos")
+                 .join(wanted.lazy(), on="pos", how="inner").sort("order").collect())
+        return found["text"].to_list()
+
+    return fetch
+
+
+@task(name="write-outputs", cache_policy=NONE)
+def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict | None, selection: dict,
+                       out_dir: str, run_key: str, config: dict, timings: dict) -> dict:
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    emb = np.load(embedded["matrix_path"], mmap_mode="r")
+    arrays = load_selection(selection)
+    rows = arrays["rows"]
+    seed = int(selection["seed"])
+    frame = pl.read_parquet(prepared["prepared_path"], columns=["row", "id", "text_hash", "labels", "group"])
+    ids = frame["id"].to_list()
+
+    nearest_pos, nearest_sim = nearest_selected(emb, rows)
+    analysis = kmeans(emb, analysis_k(len(ids)), seed=seed)
+    clusters = arrays["clusters"] if selection["has_clusters"] else analysis.assignments[rows]
+
+    corpus_spec = CorpusSpec(**{**spec, "text_columns": tuple(spec.get("text_columns") or ())})
+    input_rows = frame["row"].to_numpy()[rows]
+    originals = read_original_rows(corpus_spec, input_rows)
+    provenance = provenance_frame(ids=ids, rows=rows, sampler=selection["sampler"], scores=arrays["scores"],
+                                  weights=arrays["weights"], clusters=clusters, nearest_pos=nearest_pos, nearest_sim=nearest_sim)
+    write_parquet(pl.concat([originals, provenance], how="horizontal"), out / "selected.parquet")
+
+    exact_dupes = int(frame.select(pl.col("text_hash").is_duplicated().sum()).item())
+    n_excluded = prepared["n_read"] - prepared["n_usable"]
+    summary = {
+        "input": prepared["input_path"], "input_name": Path(prepared["input_path"]).name,
+        "input_hash": prepared["input_hash"], "rows_read": prepared["n_read"], "usable_rows": prepared["n_usable"],
+        "excluded_rows": n_excluded, "budget_requested": selection["budget_requested"], "selected": len(rows),
+        "sampler": selection["sampler"], "seed": seed, "encoder": embedded["encoder"]["name"],
+        "encoder_weights_hash": embedded["encoder"]["weights_hash"], "index": index["params"]["kind"] if index else "none",
+        "text_columns": ", ".join(prepared["text_columns"]),
+        "duration_seconds": round(sum(timings.values()), 2), "selectflow_version": library_versions().get("selectflow", ""),
+    }
+    data_problems = {"rows_read": prepared["n_read"], "rows_excluded": n_excluded, "excluded": prepared["excluded"],
+                     "truncated_texts": embedded["truncated"], "exact_duplicate_rows": exact_dupes,
+                     "empty_label_rows": prepared.get("empty_label_rows", 0)}
+    knn = None
+    if index is not None:
+        from .embedding.index import load_index, searcher
+
+        knn = searcher(load_index(index["path"])[0])
+    timings = {**timings}
+    report, page = build_report(
+        embeddings=emb, rows=rows, scores=arrays["scores"], analysis_clusters=analysis.assignments, ids=ids,
+        texts_by_row=_texts_by_row(prepared["prepared_path"]),
+        groups=frame["group"].to_list() if prepared["has_groups"] else None,
+        labels=frame["labels"].to_list() if prepared["has_labels"] else None,
+        diagnostics=selection["diagnostics"], summary=summary, data_problems=data_problems,
+        sampler_options=selection["options"], timings=timings, knn=knn,
+        nearest_row=nearest_pos, nearest_sim=nearest_sim, seed=seed,
+    )
+    timings["report"] = time.perf_counter() - t0
+    report["timings"] = timings
+    write_json(out / "report.json", report)
+    write_text(out / "report.html", page)
+    manifest = {
+        "run_key": run_key,
+        "input": {"path": prepared["input_path"], "content_hash": prepared["input_hash"], "format": prepared["format"]},
+        "rows": {"read": prepared["n_read"], "usable": prepared["n_usable"], "excluded": n_excluded,
+                 "excluded_by_reason": prepared["excluded"], "selected": len(rows)},
+        "config": config,
+        "seed": seed,
+        "budget": {"requested": selection["budget_requested"], "rows": selection["budget"]},
+        "encoder": {"name": embedded["encoder"]["name"], "path": embedded["encoder"]["path"],
+                    "weights_hash": embedded["encoder"]["weights_hash"], "max_seq_length": embedded["max_seq_length"],
+                    "device": embedded["encoder"]["device"]},
+        "embeddings": {"store_key": embedded["store_key"], "encoded_this_run": embedded["encoded"],
+                       "reused_from_store": embedded["reused"], "truncated": embedded["truncated"]},
+        "index": index["params"] if index else None,
+        "library_versions": library_versions(),
+        "timings_seconds": timings,
+        "outputs": ["selected.parquet", "report.json", "report.html"],
+    }
+    write_json(out / "manifest.json", manifest)  # last: a folder with a manifest is a complete run
+    return {"out_dir": str(out), "selected": len(rows), "report": str(out / "report.html"),
+            "parquet": str(out / "selected.parquet"), "manifest": str(out / "manifest.json"),
+            "diversity": report["diversity_coverage"], "composition": report["composition"]}
+
+
+@task(name="publish-artifacts", cache_policy=NONE)
+def publish_artifacts_task(outputs: dict, prepared: dict, selection: dict) -> None:
+    dc = outputs["diversity"]
+    sel, rnd = dc["selected"], dc["random"]
+    create_markdown_artifact(
+        key="selection-summary",
+        description="What this run selected",
+        markdown=(
+            f"# Selection: {selection['sampler']}\n\n"
+            f"- input: `{prepared['input_path']}` ({prepared['n_read']} rows read, {prepared['n_usable']} usable)\n"
+            f"- selected: **{outputs['selected']}** rows (budget {selection['budget_requested']}), seed {selection['seed']}\n"
+            f"- mean pairwise similarity: {sel['mean_pairwise_similarity']:.4f} "
+            f"(random {rnd['mean_pairwise_similarity']['mean']:.4f} ± {rnd['mean_pairwise_similarity']['std']:.4f})\n"
+            f"- coverage distance: {sel['coverage_distance']:.4f} "
+            f"(random {rnd['coverage_distance']['mean']:.4f} ± {rnd['coverage_distance']['std']:.4f})\n"
+            f"- outputs: `{outputs['out_dir']}`\n"
+        ),
+    )
+    comp = outputs["composition"].get("groups") or outputs["composition"]["clusters"]
+    create_table_artifact(
+        key="selection-composition",
+        description="Rows per group (or cluster): pool against selection",
+        table=[{"value": c["value"], "pool": c["pool"], "selected": c["selected"],
+                "pool_share": round(c["pool_share"], 4), "selected_share": round(c["selected_share"], 4)} for c in comp],
+    )
+    create_link_artifact(key="selection-report", link=Path(outputs["report"]).resolve().as_uri(),
+                         link_text="report.html", description="The audit report of this selection")

@@ -1,0 +1,211 @@
+"""The self-contained audit report: one HTML file with inline CSS and SVG charts.
+
+No script, font, image or stylesheet is fetched from anywhere, so it opens from disk offline and
+prints. Every string that comes from the corpus or the configuration goes through `esc`, so a row
+containing markup shows as text and never runs.
+"""
+
+import html
+import math
+from typing import Any
+
+PALETTE = {"pool": "#9aa5b1", "selected": "#d9480f", "random": "#1c7ed6", "line": "#2b8a3e"}
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}g}"
+    return esc(value)
+
+
+def table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def scatter(pool: list, selected: list, title: str, width: int = 640, height: int = 440) -> str:
+    pts = pool + selected
+    if not pts:
+        return ""
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    sx = (width - 40) / ((x1 - x0) or 1.0)
+    sy = (height - 40) / ((y1 - y0) or 1.0)
+
+    def dots(points, colour, r, opacity):
+        return "".join(
+            f'<circle cx="{20 + (x - x0) * sx:.1f}" cy="{height - 20 - (y - y0) * sy:.1f}" r="{r}" fill="{colour}" fill-opacity="{opacity}"/>'
+            for x, y in points
+        )
+
+    legend = (f'<text x="24" y="16" font-size="12" fill="{PALETTE["pool"]}">● pool (sample of {len(pool)})</text>'
+              f'<text x="220" y="16" font-size="12" fill="{PALETTE["selected"]}">● selected ({len(selected)})</text>')
+    return (f'<figure><svg class="chart" role="img" aria-label="{esc(title)}" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect width="100%" height="100%" fill="#fff"/>{dots(pool, PALETTE["pool"], 1.6, 0.45)}'
+            f'{dots(selected, PALETTE["selected"], 2.6, 0.9)}{legend}</svg><figcaption>{esc(title)}</figcaption></figure>')
+
+
+def bars(categories: list[str], series: dict[str, list[float]], title: str, width: int = 720, percent: bool = True) -> str:
+    """Grouped horizontal bars: one row per category, one bar per series."""
+    if not categories:
+        return ""
+    row_h, bar_h, label_w = 8 + 9 * len(series), 8, 190
+    height = 30 + row_h * len(categories)
+    vmax = max((v for vals in series.values() for v in vals), default=1.0) or 1.0
+    scale = (width - label_w - 70) / vmax
+    colours = list(PALETTE.values())
+    parts = []
+    for i, cat in enumerate(categories):
+        y = 24 + i * row_h
+        parts.append(f'<text x="{label_w - 6}" y="{y + row_h / 2 + 3:.1f}" font-size="11" text-anchor="end">{esc(cat[:32])}</text>')
+        for j, (name, vals) in enumerate(series.items()):
+            v = vals[i]
+            w = max(v * scale, 0.5)
+            by = y + 2 + j * 9
+            label = f"{100 * v:.1f}%" if percent else fmt(v)
+            parts.append(f'<rect x="{label_w}" y="{by}" width="{w:.1f}" height="{bar_h}" fill="{colours[j % len(colours)]}"><title>{esc(name)}: {esc(label)}</title></rect>')
+            parts.append(f'<text x="{label_w + w + 4:.1f}" y="{by + 7}" font-size="9">{esc(label)}</text>')
+    legend = "".join(
+        f'<text x="{label_w + 110 * j}" y="14" font-size="12" fill="{colours[j % len(colours)]}">■ {esc(name)}</text>'
+        for j, name in enumerate(series)
+    )
+    return (f'<figure><svg class="chart" role="img" aria-label="{esc(title)}" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" xmlns="http://www.w3.org/2000/svg"><rect width="100%" height="100%" fill="#fff"/>{legend}{"".join(parts)}</svg>'
+            f'<figcaption>{esc(title)}</figcaption></figure>')
+
+
+def line_chart(values: list[float], title: str, width: int = 640, height: int = 260) -> str:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if len(vals) < 2:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    step = (width - 70) / (len(vals) - 1)
+    pts = " ".join(f"{50 + i * step:.1f},{height - 25 - (v - lo) / span * (height - 50):.1f}" for i, v in enumerate(vals))
+    axis = (f'<text x="4" y="{height - 25}" font-size="10">{fmt(lo, 3)}</text><text x="4" y="28" font-size="10">{fmt(hi, 3)}</text>'
+            f'<text x="50" y="{height - 6}" font-size="10">1</text><text x="{width - 40}" y="{height - 6}" font-size="10">{len(vals)}</text>')
+    return (f'<figure><svg class="chart" role="img" aria-label="{esc(title)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'xmlns="http://www.w3.org/2000/svg"><rect width="100%" height="100%" fill="#fff"/>'
+            f'<polyline fill="none" stroke="{PALETTE["line"]}" stroke-width="1.8" points="{pts}"/>{axis}</svg>'
+            f'<figcaption>{esc(title)}</figcaption></figure>')
+
+
+def histogram(edges: list[float], counts: list[float], title: str, width: int = 640, height: int = 240) -> str:
+    if not counts:
+        return ""
+    cmax = max(counts) or 1
+    bw = (width - 60) / len(counts)
+    rects = "".join(
+        f'<rect x="{50 + i * bw:.1f}" y="{height - 25 - c / cmax * (height - 50):.1f}" width="{max(bw - 1, 0.5):.1f}" '
+        f'height="{c / cmax * (height - 50):.1f}" fill="{PALETTE["random"]}"><title>{fmt(edges[i], 3)} to {fmt(edges[i + 1], 3)}: {int(c)}</title></rect>'
+        for i, c in enumerate(counts)
+    )
+    axis = (f'<text x="50" y="{height - 8}" font-size="10">{fmt(edges[0], 3)}</text>'
+            f'<text x="{width - 60}" y="{height - 8}" font-size="10">{fmt(edges[-1], 3)}</text>'
+            f'<text x="4" y="28" font-size="10">{int(cmax)}</text>')
+    return (f'<figure><svg class="chart" role="img" aria-label="{esc(title)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'xmlns="http://www.w3.org/2000/svg"><rect width="100%" height="100%" fill="#fff"/>{rects}{axis}</svg>'
+            f'<figcaption>{esc(title)}</figcaption></figure>')
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#212529;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #dee2e6;padding-bottom:.3rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.85rem}th,td{border:1px solid #dee2e6;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f1f3f5}td.text,pre{white-space:pre-wrap;word-break:break-word;max-width:640px}
+figure{margin:.5rem 0 1rem}figcaption{font-size:.8rem;color:#495057}.muted{color:#6c757d;font-size:.85rem}
+.kv td:first-child{font-weight:600}pre{font-size:.8rem;background:#f8f9fa;padding:.5rem;margin:0}
+@media print{body{margin:0;max-width:none}h2{break-after:avoid}figure,table{break-inside:avoid}}
+"""
+
+
+def render_report(report: dict, examples: list[dict]) -> str:
+    """Render report.json's content (and example rows) as one HTML page."""
+    s = report["summary"]
+    out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
+           f"<title>selectflow report: {esc(s['sampler'])} on {esc(s['input_name'])}</title><style>{CSS}</style></head><body>",
+           f"<h1>Selection report: {esc(s['sampler'])}, {s['selected']} of {s['usable_rows']} rows</h1>"]
+
+    out.append("<h2>Summary</h2>")
+    out.append(table(["", ""], [[k, v] for k, v in s.items()], "kv"))
+    if report.get("sampler_options"):
+        out.append("<p class=muted>Sampler options</p>" + table(["option", "value"], [[k, v] for k, v in report["sampler_options"].items()], "kv"))
+
+    dp = report["data_problems"]
+    out.append("<h2>Data problems</h2>")
+    rows = [["rows read", dp["rows_read"]], ["rows excluded", dp["rows_excluded"]]]
+    rows += [[f"excluded: {reason}", n] for reason, n in dp["excluded"].items()]
+    rows += [["texts truncated at the encoder's max length", dp["truncated_texts"]],
+             ["rows sharing their exact text with another row", dp["exact_duplicate_rows"]]]
+    nd = dp.get("near_duplicates")
+    if nd:
+        rows.append([f"near-duplicates (similarity ≥ {nd['threshold']}, estimated on {nd['sampled_rows']} sampled rows)",
+                     f"{nd['near_duplicate_rows']} ({100 * nd['estimated_share']:.1f}%)"])
+    if dp.get("empty_label_rows"):
+        rows.append(["rows with an empty label list", dp["empty_label_rows"]])
+    out.append(table(["check", "count"], rows, "kv"))
+
+    dc = report["diversity_coverage"]
+    out.append("<h2>Diversity and coverage against random selections of the same size</h2>")
+    out.append(f"<p class=muted>Random baseline: {dc['random_draws']} seeded draws of {s['selected']} rows; coverage is measured on "
+               f"{dc['pool_sample_rows']} sampled pool rows. Lower is better for both.</p>")
+    mrows = []
+    for key, label in (("mean_pairwise_similarity", "mean pairwise cosine similarity (lower = more diverse)"),
+                       ("coverage_distance", "mean distance from a pool row to its nearest selected row (lower = better coverage)")):
+        r = dc["random"][key]
+        mrows.append([label, dc["selected"][key], f"{fmt(r['mean'])} ± {fmt(r['std'])}"])
+    if "log_det_diversity" in dc:
+        mrows.append(["log-det diversity (higher = more diverse)", dc["log_det_diversity"]["selected"],
+                      f"{fmt(dc['log_det_diversity']['random_mean'])} ± {fmt(dc['log_det_diversity']['random_std'])}"])
+    out.append(table(["measure", "selection", "random (mean ± std)"], mrows))
+
+    out.append("<h2>Selection against the pool</h2>")
+    for key, title in (("clusters", "per cluster"), ("groups", "per group"), ("labels", "per label")):
+        comp = report["composition"].get(key)
+        if not comp:
+            continue
+        cats = [c["value"] for c in comp]
+        out.append(bars(cats, {"pool": [c["pool_share"] for c in comp], "selected": [c["selected_share"] for c in comp]},
+                        f"Share of rows {title}: pool against selection"))
+        out.append(table([key[:-1], "pool rows", "selected rows", "pool share", "selected share"],
+                         [[c["value"], c["pool"], c["selected"], c["pool_share"], c["selected_share"]] for c in comp]))
+    sizes = report["composition"].get("cluster_sizes")
+    if sizes:
+        ordered = sorted(sizes, key=lambda c: -c["pool"])
+        out.append(bars([f"cluster {c['cluster']}" for c in ordered],
+                        {"pool rows": [float(c["pool"]) for c in ordered], "selected rows": [float(c["selected"]) for c in ordered]},
+                        "Cluster sizes: rows in the pool and rows selected", percent=False))
+
+    out.append(f"<h2>Sampler diagnostics: {esc(s['sampler'])}</h2>")
+    diag = dict(report.get("diagnostics", {}))
+    curves = diag.pop("curves", {}) or {}
+    hists = diag.pop("histograms", {}) or {}
+    scalars = [[k, v if not isinstance(v, list) or len(v) <= 20 else f"{len(v)} values: {v[:20]}…"] for k, v in diag.items()]
+    if scalars:
+        out.append(table(["diagnostic", "value"], scalars, "kv"))
+    for name, values in curves.items():
+        out.append(line_chart(values, name))
+    for name, h in hists.items():
+        out.append(histogram(h["edges"], h["counts"], name))
+
+    out.append("<h2>Map of pool and selection</h2>")
+    out.append(scatter(report["map"]["pool"], report["map"]["selected"], "First two principal components of the embeddings"))
+
+    out.append("<h2>Examples</h2><p class=muted>Top selected rows by rank, then rejected rows beside their nearest selected row.</p>")
+    for group in examples:
+        out.append(f"<h3>{esc(group['title'])}</h3>")
+        out.append(table(group["headers"], [[c if not isinstance(c, str) else c for c in r] for r in group["rows"]], "examples"))
+
+    out.append(f"<p class=muted>Written by selectflow {esc(s.get('selectflow_version', ''))}. Timings per stage: "
+               + esc(", ".join(f"{k} {v:.1f}s" for k, v in report.get("timings", {}).items())) + "</p>")
+    out.append("</body></html>")
+    return "\n".join(out)
