@@ -11,6 +11,23 @@ EXAMPLE_ROWS = 10
 EXAMPLE_CHARS = 400
 
 
+def log_det_against_random(embeddings: np.ndarray, rows: np.ndarray, seed: int = 0, draws: int = 5) -> dict:
+    """Log-det diversity per row (RBF kernel, unit diagonal) of the selection and of random selections of its size."""
+    from ..samplers.dpp import log_det_diversity, median_distance
+
+    # One bandwidth for every selection measured, so the values are comparable.
+    sigma = median_distance(embeddings, np.random.default_rng(seed))
+    n = embeddings.shape[0]
+    selected = log_det_diversity(embeddings, rows, sigma=sigma, seed=seed)["log_det_per_row"]
+    randoms = np.array([
+        log_det_diversity(embeddings, np.random.default_rng(seed + 101 + i).choice(n, len(rows), replace=False),
+                          sigma=sigma, seed=seed)["log_det_per_row"]
+        for i in range(draws)
+    ])
+    return {"selected": float(selected), "random_mean": float(randoms.mean()),
+            "random_std": float(randoms.std(ddof=1)) if draws > 1 else 0.0, "sigma": float(sigma)}
+
+
 def analysis_k(n_rows: int) -> int:
     """Clusters used to compare selection and pool: few enough to read in a chart."""
     return int(min(50, max(2, round(np.sqrt(n_rows) / 4)), n_rows))
@@ -56,6 +73,7 @@ def build_report(
         comp["cluster_sizes"] = [{"cluster": i, "pool": int(p), "selected": int(q)} for i, (p, q) in enumerate(zip(sizes, sel_sizes))]
 
     dc = diversity_and_coverage(embeddings, rows, seed=seed)
+    dc["log_det_diversity"] = log_det_against_random(embeddings, rows, seed=seed)
     if extra_diversity:
         dc.update(extra_diversity)
     if knn is not None:

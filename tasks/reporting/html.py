@@ -164,7 +164,7 @@ def render_report(report: dict, examples: list[dict]) -> str:
         r = dc["random"][key]
         mrows.append([label, dc["selected"][key], f"{fmt(r['mean'])} ± {fmt(r['std'])}"])
     if "log_det_diversity" in dc:
-        mrows.append(["log-det diversity (higher = more diverse)", dc["log_det_diversity"]["selected"],
+        mrows.append(["log-det diversity per row, RBF kernel (higher = more diverse)", dc["log_det_diversity"]["selected"],
                       f"{fmt(dc['log_det_diversity']['random_mean'])} ± {fmt(dc['log_det_diversity']['random_std'])}"])
     out.append(table(["measure", "selection", "random (mean ± std)"], mrows))
 

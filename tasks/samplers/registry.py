@@ -2,6 +2,7 @@
 
 from ..errors import ConfigError
 from .base import Sampler
+from .dpp import DPPSampler
 from .kmeans import KMeansSampler
 from .mig import MIGSampler
 from .random import RandomSampler
@@ -10,6 +11,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     RandomSampler.name: RandomSampler,
     KMeansSampler.name: KMeansSampler,
     MIGSampler.name: MIGSampler,
+    DPPSampler.name: DPPSampler,
 }
 
 
