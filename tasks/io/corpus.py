@@ -1,11 +1,19 @@
-"""Reading a corpus (Parquet, JSONL, CSV) and normalising it for the pipeline.
+"""Reading a corpus (Parquet, JSONL, CSV, a folder or glob of shards, a saved Hugging Face dataset)
+and normalising it for the pipeline.
 
 `prepare_corpus` scans the input lazily with polars and writes two Parquet files:
-  prepared.parquet  the usable rows: row (position in the input), id, text, text_hash, quality, labels, group
+  prepared.parquet  the usable rows: row (position in the input), id, text, text_hash, quality, labels, group, source_file
   excluded.parquet  rows left out and why (null or empty text), so nothing is dropped silently
 Large inputs stream through in batches: the full text column is never held in memory at once.
+
+Several files (a folder, or a glob such as `shards/*.parquet`) are read as one corpus in sorted path
+order; row positions run across them. A folder written by `datasets.Dataset.save_to_disk` (Arrow
+files plus dataset_info.json) is read with polars, without the `datasets` library or any network.
+A chat-style text column (a list of {role, content} messages) becomes "role: content" lines, one per
+message in order, joined with newlines.
 """
 
+import glob as globlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,9 +25,10 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from .atomic import atomic_path
-from .hashing import file_hash, text_digest
+from .hashing import file_hash, files_hash, text_digest
 
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".arrow": "hf"}
+FILE_COLUMN = "__sf_file"
 DEFAULT_TEXT_CANDIDATES = (("text",), ("prompt", "completion"), ("instruction", "output"), ("content",))
 PROVENANCE_PREFIX = "sf_"
 BATCH_ROWS = 65_536
@@ -74,30 +83,84 @@ def detect_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(
-            f"{path}: unsupported file type {path.suffix!r}; use Parquet (.parquet), JSONL (.jsonl) or CSV (.csv)."
+            f"{path}: unsupported file type {path.suffix!r}; use Parquet (.parquet), JSONL (.jsonl), CSV (.csv), "
+            "a folder of them, or a dataset folder saved with datasets' save_to_disk."
         )
     return fmt
 
 
-def scan(path: str | Path) -> tuple[pl.LazyFrame, str, list[str]]:
-    """Open a corpus file lazily and read its schema; errors name the file and the fix."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found. Check the path, or run without INPUT to use the bundled corpus.")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; pass a Parquet, JSONL or CSV file.")
-    fmt = detect_format(path)
-    try:
-        if fmt == "parquet":
-            lf = pl.scan_parquet(path)
-        elif fmt == "jsonl":
-            lf = pl.scan_ndjson(path, infer_schema_length=10_000)
+def resolve_files(path: str | Path) -> tuple[list[Path], str]:
+    """The input files (sorted) and their one format, from a file, a folder, a glob or a saved HF dataset."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
+        if not files:
+            raise InputError(f"{text}: the pattern matches no file; check the path and the pattern.")
+    else:
+        p = Path(text).expanduser()
+        if not p.exists():
+            raise InputError(f"{p}: file not found. Check the path, or run without INPUT to use the bundled corpus.")
+        if p.is_dir():
+            if (p / "dataset_info.json").exists() or (p / "state.json").exists():
+                files = sorted(p.glob("*.arrow"))
+                if not files:
+                    raise InputError(f"{p}: a saved dataset folder without .arrow files; save it with save_to_disk().")
+                return files, "hf"
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FORMATS and not f.name.startswith("."))
+            if not files:
+                raise InputError(f"{p}: the folder holds no .parquet, .jsonl or .csv file.")
         else:
-            lf = pl.scan_csv(path, infer_schema_length=10_000)
-        columns = list(lf.collect_schema().names())
+            files = [p]
+    formats = {detect_format(f) for f in files}
+    if len(formats) > 1:
+        raise InputError(f"{text}: mixes file types ({', '.join(sorted(formats))}); keep one format per corpus.")
+    return files, formats.pop()
+
+
+def _scan_files(files: list[Path], fmt: str) -> pl.LazyFrame:
+    names = [str(f) for f in files]
+    if fmt == "parquet":
+        return pl.scan_parquet(names, include_file_paths=FILE_COLUMN)
+    if fmt == "jsonl":
+        return pl.scan_ndjson(names, infer_schema_length=10_000, include_file_paths=FILE_COLUMN)
+    if fmt == "csv":
+        return pl.scan_csv(names, infer_schema_length=10_000, include_file_paths=FILE_COLUMN)
+    # Saved HF datasets are Arrow IPC streams; read each (memory-mapped by pyarrow) and concatenate.
+    frames = []
+    for f in files:
+        with pa.memory_map(str(f)) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        frames.append(pl.from_arrow(table).with_columns(pl.lit(str(f)).alias(FILE_COLUMN)))
+    return pl.concat(frames, how="vertical").lazy()
+
+
+def scan(path: str | Path) -> tuple[pl.LazyFrame, str, list[str]]:
+    """Open a corpus lazily and read its schema; errors name the file and the fix.
+
+    The frame carries a FILE_COLUMN with each row's source file; `columns` lists the corpus's own columns.
+    """
+    files, fmt = resolve_files(path)
+    try:
+        lf = _scan_files(files, fmt)
+        columns = [c for c in lf.collect_schema().names() if c != FILE_COLUMN]
+    except InputError:
+        raise
     except Exception as exc:  # polars raises several types for unreadable files
-        raise InputError(_unreadable_message(path, fmt, exc)) from None
+        raise InputError(_unreadable_message(_culprit(files, fmt), fmt, exc)) from None
     return lf, fmt, columns
+
+
+def _culprit(files: list[Path], fmt: str) -> Path:
+    """The first file that cannot be read on its own (for the error message), else the first file."""
+    if len(files) > 1:
+        for f in files:
+            try:
+                _scan_files([f], fmt).collect_schema()
+                if fmt == "jsonl" and _first_bad_json_line(f) is not None:
+                    return f
+            except Exception:
+                return f
+    return files[0]
 
 
 def _unreadable_message(path: Path, fmt: str, exc: Exception) -> str:
@@ -107,7 +170,7 @@ def _unreadable_message(path: Path, fmt: str, exc: Exception) -> str:
             return f"{path}: line {line} is not valid JSON; fix or remove that line."
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = {"parquet": "is it a complete Parquet file?", "csv": "check that every row has the same number of fields.",
-            "jsonl": "each line must be one JSON object."}[fmt]
+            "jsonl": "each line must be one JSON object.", "hf": "is it a dataset folder written by save_to_disk()?"}[fmt]
     return f"{path}: cannot be read as {fmt.upper()} ({first[:200]}); {hint}"
 
 
@@ -138,6 +201,7 @@ def resolve_text_columns(spec: CorpusSpec, columns: list[str]) -> tuple[str, ...
 
 
 def _check_columns(spec: CorpusSpec, text_columns: tuple[str, ...], schema: dict) -> None:
+    schema = {k: v for k, v in schema.items() if k != FILE_COLUMN}
     columns = list(schema)
     wanted = [("--text", c) for c in text_columns] + [
         (flag, c)
@@ -151,7 +215,7 @@ def _check_columns(spec: CorpusSpec, text_columns: tuple[str, ...], schema: dict
                 f"{spec.path}: column {column!r} (from {flag}) does not exist; columns are: {', '.join(columns)}."
             )
     for column in text_columns:
-        if schema[column] not in (pl.String, pl.Null):
+        if schema[column] not in (pl.String, pl.Null) and not is_chat_column(schema[column]):
             raise InputError(
                 f"{spec.path}: text column {column!r} holds {schema[column]}, not text; "
                 f"choose a text column with --text (columns: {', '.join(columns)})."
@@ -175,6 +239,25 @@ def _check_columns(spec: CorpusSpec, text_columns: tuple[str, ...], schema: dict
         )
 
 
+def is_chat_column(dtype) -> bool:
+    """A list of structs with `role` and `content` string fields, as chat corpora store conversations."""
+    if not isinstance(dtype, pl.List) or not isinstance(dtype.inner, pl.Struct):
+        return False
+    fields = {f.name: f.dtype for f in dtype.inner.fields}
+    return fields.get("role") == pl.String and fields.get("content") == pl.String
+
+
+def text_part(column: str, dtype) -> pl.Expr:
+    """A text column as is; a chat column as 'role: content' lines in message order."""
+    if not is_chat_column(dtype):
+        return pl.col(column)
+    lines = pl.col(column).list.eval(
+        pl.concat_str([pl.element().struct.field("role"), pl.lit(": "), pl.element().struct.field("content")])
+    )
+    joined = lines.list.join("\n")
+    return pl.when(pl.col(column).list.len() > 0).then(joined).otherwise(None)
+
+
 def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
     """Validate the input and write the normalised corpus under `workdir`."""
     workdir = Path(workdir)
@@ -184,7 +267,7 @@ def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
     text_columns = resolve_text_columns(spec, columns)
     _check_columns(spec, text_columns, schema)
 
-    text_expr = pl.concat_str([pl.col(c) for c in text_columns], separator=spec.text_separator, ignore_nulls=True)
+    text_expr = pl.concat_str([text_part(c, schema[c]) for c in text_columns], separator=spec.text_separator, ignore_nulls=True)
     all_null = pl.all_horizontal([pl.col(c).is_null() for c in text_columns])
     exprs = [
         pl.col("__row").alias("row"),
@@ -199,12 +282,13 @@ def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
     else:
         exprs.append(pl.lit(None, pl.List(pl.String)).alias("labels"))
     exprs.append((pl.col(spec.group_column).cast(pl.String) if spec.group_column else pl.lit(None, pl.String)).alias("group"))
+    exprs.append(pl.col(FILE_COLUMN).alias("source_file"))
 
     staged = workdir / "staged.parquet"
     try:
         lf.with_row_index("__row").select(exprs).sink_parquet(staged)
     except Exception as exc:
-        raise InputError(_unreadable_message(Path(spec.path), fmt, exc)) from None
+        raise InputError(_unreadable_message(_culprit(resolve_files(spec.path)[0], fmt), fmt, exc)) from None
 
     prepared_path = workdir / "prepared.parquet"
     excluded_path = workdir / "excluded.parquet"
@@ -219,8 +303,8 @@ def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
         )
     _check_unique_ids(spec, prepared_path)
     return PreparedCorpus(
-        input_path=str(Path(spec.path).resolve()),
-        input_hash=file_hash(spec.path),
+        input_path=spec.path if any(ch in spec.path for ch in "*?[") else str(Path(spec.path).resolve()),
+        input_hash=input_hash(spec.path),
         format=fmt,
         columns=columns,
         text_columns=list(text_columns),
@@ -235,8 +319,14 @@ def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
 
 PREPARED_SCHEMA = pa.schema([
     ("row", pa.uint32()), ("id", pa.string()), ("text", pa.large_string()), ("text_hash", pa.binary(16)),
-    ("quality", pa.float64()), ("labels", pa.list_(pa.string())), ("group", pa.string()),
+    ("quality", pa.float64()), ("labels", pa.list_(pa.string())), ("group", pa.string()), ("source_file", pa.string()),
 ])
+
+
+def input_hash(path: str | Path) -> str:
+    """Content hash of the whole input (every file's name and bytes)."""
+    files, _ = resolve_files(path)
+    return file_hash(files[0]) if len(files) == 1 else files_hash(files)
 EXCLUDED_SCHEMA = pa.schema([("row", pa.uint32()), ("id", pa.string()), ("reason", pa.string())])
 
 
@@ -283,6 +373,7 @@ def _normalise(spec: CorpusSpec, staged: Path, prepared_path: Path, excluded_pat
                     keep["row"].append(rows[i]); keep["id"].append(row_id); keep["text"].append(text)
                     keep["text_hash"].append(digest); keep["quality"].append(quality)
                     keep["labels"].append(labels or []); keep["group"].append(b["group"][i])
+                    keep["source_file"].append(b["source_file"][i])
                 n_usable += len(keep["row"])
                 if keep["row"]:
                     prep_writer.write_table(pa.table(keep, schema=PREPARED_SCHEMA))
@@ -327,4 +418,4 @@ def read_original_rows(spec: CorpusSpec, rows: np.ndarray) -> pl.DataFrame:
     lf, _, _ = scan(spec.path)
     order = pl.DataFrame({"__row": np.asarray(rows, dtype=np.uint32), "__order": np.arange(len(rows), dtype=np.int64)})
     out = lf.with_row_index("__row").join(order.lazy(), on="__row", how="inner").sort("__order").collect()
-    return out.drop("__row", "__order")
+    return out.drop("__row", "__order", FILE_COLUMN)

@@ -119,3 +119,55 @@ def test_read_original_rows_keeps_the_order_given(tmp_path):
     df = read_original_rows(CorpusSpec(str(path)), [4, 0, 1])
     assert df["id"].to_list() == ["e", "a", "b"]
     assert df.columns == ["id", "prompt", "completion", "q", "tags", "src"]
+
+
+def test_folder_and_glob_of_shards_read_as_one_corpus_with_source_files(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pl.DataFrame({"id": ["a", "b"], "text": ["one", "two"]}).write_parquet(shards / "part-0.parquet")
+    pl.DataFrame({"id": ["c"], "text": ["three"]}).write_parquet(shards / "part-1.parquet")
+    for source in (str(shards), str(shards / "*.parquet")):
+        pc = prepare_corpus(CorpusSpec(source, id_column="id"), tmp_path / f"w{len(source)}")
+        prepared = pl.read_parquet(pc.prepared_path)
+        assert prepared["id"].to_list() == ["a", "b", "c"] and prepared["row"].to_list() == [0, 1, 2]
+        assert [p.rsplit("/", 1)[-1] for p in prepared["source_file"].to_list()] == ["part-0.parquet"] * 2 + ["part-1.parquet"]
+        assert read_original_rows(CorpusSpec(source), [2, 0])["id"].to_list() == ["c", "a"]
+
+
+def test_input_hash_changes_when_a_shard_is_added(tmp_path):
+    from selectflow.tasks.io.corpus import input_hash
+
+    pl.DataFrame({"text": ["one"]}).write_parquet(tmp_path / "a.parquet")
+    before = input_hash(tmp_path)
+    pl.DataFrame({"text": ["two"]}).write_parquet(tmp_path / "b.parquet")
+    assert input_hash(tmp_path) != before
+
+
+def test_glob_matching_nothing_and_mixed_formats_are_errors(tmp_path):
+    with pytest.raises(InputError, match="matches no file"):
+        prepare_corpus(CorpusSpec(str(tmp_path / "*.parquet")), tmp_path / "w")
+    pl.DataFrame({"text": ["one"]}).write_parquet(tmp_path / "a.parquet")
+    pl.DataFrame({"text": ["two"]}).write_ndjson(tmp_path / "b.jsonl")
+    with pytest.raises(InputError, match="mixes file types"):
+        prepare_corpus(CorpusSpec(str(tmp_path)), tmp_path / "w")
+
+
+def test_saved_hf_dataset_with_a_chat_column(tmp_path):
+    import pyarrow as pa
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    messages = pa.array([
+        [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2"}, {"role": "assistant", "content": "4"}],
+        [],
+    ])
+    table = pa.table({"uid": ["x", "y", "z"], "messages": messages})
+    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    (folder / "dataset_info.json").write_text("{}")
+    pc = prepare_corpus(CorpusSpec(str(folder), text_columns=("messages",), id_column="uid"), tmp_path / "w")
+    prepared = pl.read_parquet(pc.prepared_path)
+    assert prepared["text"].to_list() == ["user: Hi?\nassistant: Hello.", "system: Be brief.\nuser: 2+2\nassistant: 4"]
+    assert pc.excluded == {"empty text": 1} and pc.format == "hf"  # an empty conversation has no text
