@@ -62,6 +62,8 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", dest="quality_column", metavar="COL", help="numeric quality-score column")
     p.add_argument("--labels", dest="label_column", metavar="COL", help="label column (string or list of strings)")
     p.add_argument("--group", dest="group_column", metavar="COL", help="group column reported per group (e.g. source)")
+    p.add_argument("--embeddings", default=None, metavar="COL|FILE.npy", help="use your own embeddings (a list-of-floats column, or a .npy array with one row per input row) instead of encoding")
+    p.add_argument("--normalize-embeddings", action="store_true", help="scale your own embeddings to unit length")
     p.add_argument("--model", default=None, metavar="PATH", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device (default: auto)")
     p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default: 64)")
@@ -89,13 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus_args(emb)
 
     sub.add_parser("info", help="show the device, GPU FAISS and the default encoder")
+
+    srv = sub.add_parser("serve", help="serve the flows with cron schedules from this process (needs a Prefect server)",
+                         description="Register the select-subset and embed-corpus deployments with the Prefect server at "
+                                     "PREFECT_API_URL and run their scheduled and UI-triggered runs until Ctrl-C. The options "
+                                     "below become the deployments' default parameters; the UI's Run form can change them.")
+    _add_corpus_args(srv)
+    srv.add_argument("--out", default="selectflow-output", metavar="DIR", help="output folder of scheduled runs (default: ./selectflow-output)")
+    srv.add_argument("--sampler", default="kmeans", help="selection method (default: kmeans)")
+    srv.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
+    srv.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    srv.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
+    srv.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+    srv.add_argument("--name", default="selectflow", help="deployment name (default: selectflow)")
+    srv.add_argument("--cron", default="0 3 * * *", metavar="EXPR", help="select-subset schedule, five cron fields (default: '0 3 * * *'); '' for none")
+    srv.add_argument("--embed-cron", default="", metavar="EXPR", help="embed-corpus schedule (default: none)")
+    srv.add_argument("--timezone", default="UTC", metavar="TZ", help="time zone of the schedules (default: UTC)")
+    srv.add_argument("--limit", type=int, default=1, metavar="N", help="runs at once (default: 1)")
     return parser
 
 
 def _corpus(args):
     from selectflow.flows.params import CorpusParams
 
-    fields = {k: getattr(args, k) for k in ("id_column", "quality_column", "label_column", "group_column")}
+    fields = {k: getattr(args, k) for k in ("id_column", "quality_column", "label_column", "group_column", "embeddings", "normalize_embeddings")}
     if args.input:
         fields["path"] = args.input
     if args.text:
@@ -145,6 +164,31 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    from selectflow.flows.params import OutputParams, SelectionParams
+    from selectflow.flows.serve import serve_flows
+    from selectflow.tasks.errors import ConfigError
+    from selectflow.tasks.samplers import SAMPLERS
+
+    if not PREFECT_API_URL.value():
+        # Without a server, Prefect would start a temporary one that dies with this process and has no UI.
+        raise ConfigError("selectflow serve needs a Prefect server: run `prefect server start` and set "
+                          "PREFECT_API_URL=http://127.0.0.1:4200/api (see infra/server.md).")
+    if args.sampler not in SAMPLERS:
+        raise ConfigError(f"Unknown sampler {args.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    if args.limit < 1:
+        raise ConfigError(f"--limit {args.limit} must be at least 1.")
+    selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
+                                options={args.sampler: dict(args.option)})
+    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    serve_flows(name=args.name, select_cron=args.cron or None, embed_cron=args.embed_cron or None,
+                timezone=args.timezone, corpus=_corpus(args), encoder=_encoder(args), selection=selection,
+                output=output, limit=args.limit)
+    return 0
+
+
 def cmd_info(args) -> int:
     import faiss
     import torch
@@ -165,12 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     verbose = getattr(args, "verbose", False) or getattr(args, "debug", False)
-    if not verbose:
+    if not verbose and args.command != "serve":  # served runs send their logs to the server's UI
         # Prefect logs task failures with tracebacks; the CLI reports errors as one line instead.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     from selectflow.tasks.errors import SelectflowError
 
-    handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info}[args.command]
+    handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except SelectflowError as exc:

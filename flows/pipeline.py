@@ -11,6 +11,7 @@ from prefect import flow
 from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SelectionParams
 from selectflow.tasks.corpus import prepare_corpus_task
 from selectflow.tasks.embed import embed_task
+from selectflow.tasks.import_embeddings import import_embeddings_task
 from selectflow.tasks.index import build_index_task
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
@@ -40,8 +41,11 @@ def embed_corpus(
     """Read and validate the corpus, embed what the store does not have yet, and build the FAISS index."""
     cache = str(Workspace(cache_dir).root)
     timer = _Timer()
-    prepared = timer.run("corpus", prepare_corpus_task, corpus.model_dump(), cache)
-    embedded = timer.run("embed", embed_task, prepared, encoder.model, encoder.device, encoder.batch_size, cache)
+    prepared = timer.run("corpus", prepare_corpus_task, corpus.spec(), cache)
+    if corpus.embeddings:
+        embedded = timer.run("embed", import_embeddings_task, prepared, corpus.embeddings, corpus.normalize_embeddings, cache)
+    else:
+        embedded = timer.run("embed", embed_task, prepared, encoder.model, encoder.device, encoder.batch_size, cache)
     index = timer.run("index", build_index_task, embedded, encoder.index, cache)
     return {"prepared": prepared, "embedded": embedded, "index": index, "timings": timer.seconds, "cache_dir": cache}
 
@@ -64,7 +68,7 @@ def select_subset(
     timer.seconds.update(embedded["timings"])
     chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
                        selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache)
-    outputs = write_outputs_task(corpus.model_dump(), embedded["prepared"], embedded["embedded"], embedded["index"],
+    outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
                                  chosen, str(out_dir), run_key, config, timer.seconds)
     publish_artifacts_task(outputs, embedded["prepared"], chosen)
     return {**outputs, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"],

@@ -103,3 +103,23 @@ def test_output_folder_of_another_run_is_refused(run, bundled_slice):
         select_subset(CorpusParams(path=str(bundled_slice)), EncoderParams(device="cpu"),
                       SelectionParams(sampler="random", budget=5), OutputParams(out_dir=str(out)))
     assert json.loads((out / "manifest.json").read_text())["config"]["selection"]["sampler"] == "kmeans"
+
+
+def test_own_embeddings_skip_the_encoder(tmp_path, bundled_slice):
+    import numpy as np
+
+    from selectflow.flows.pipeline import select_subset
+
+    n = pl.read_parquet(bundled_slice).height
+    vecs = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    np.save(tmp_path / "emb.npy", vecs)
+    result = select_subset(
+        CorpusParams(path=str(bundled_slice), id_column="id", embeddings=str(tmp_path / "emb.npy")),
+        EncoderParams(device="cpu"), SelectionParams(sampler="kmeans", budget=10, seed=0),
+        OutputParams(out_dir=str(tmp_path / "out")),
+    )
+    assert result["embedded"]["encoded"] == 0 and result["embedded"]["dim"] == 8
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["encoder"]["name"] == "user embeddings (emb.npy)"
+    assert pl.read_parquet(tmp_path / "out" / "selected.parquet").height == 10
