@@ -68,6 +68,9 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device (default: auto)")
     p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default: 64)")
     p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"], help="FAISS index kind (default: auto)")
+    p.add_argument("--runner", default="thread", choices=["thread", "dask", "ray"], help="where embedding tasks run: threads here (default), a Dask or a Ray cluster")
+    p.add_argument("--address", default=None, help="address of an existing Dask scheduler or Ray cluster (default: start a local one)")
+    p.add_argument("--workers", type=int, default=1, help="workers of a local Dask/Ray cluster, or threads (default: 1)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache for prepared corpora, embeddings and indexes (default: $SELECTFLOW_CACHE or ~/.cache/selectflow)")
     p.add_argument("--verbose", action="store_true", help="show Prefect's logs")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (implies --verbose)")
@@ -122,6 +125,12 @@ def _corpus(args):
     return CorpusParams(**fields)
 
 
+def _runner(args):
+    from selectflow.flows.runners import RunnerParams
+
+    return RunnerParams(kind=args.runner, address=args.address, workers=args.workers)
+
+
 def _encoder(args):
     from selectflow.flows.params import EncoderParams
 
@@ -141,7 +150,7 @@ def cmd_select(args) -> int:
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
                                 options={args.sampler: options})
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
-    result = select_subset(_corpus(args), _encoder(args), selection, output)
+    result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
     dc = result["diversity"]
     print(f"selected {result['selected']} of {result['prepared']['n_usable']} usable rows with {args.sampler} "
           f"(encoded {result['embedded']['encoded']}, reused {result['embedded']['reused']} from the cache)")
@@ -154,9 +163,9 @@ def cmd_select(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from selectflow.flows.pipeline import embed_corpus
+    from selectflow.flows.pipeline import run_embed_corpus
 
-    result = embed_corpus(_corpus(args), _encoder(args), args.cache_dir)
+    result = run_embed_corpus(_corpus(args), _encoder(args), args.cache_dir, _runner(args))
     e = result["embedded"]
     print(f"embedded {e['n_rows']} rows ({e['encoded']} encoded, {e['reused']} reused, {e['truncated']} truncated at "
           f"{e['max_seq_length']} tokens) -> {e['matrix_path']}")

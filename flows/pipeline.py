@@ -6,11 +6,12 @@ select_subset: embed_corpus, then sampler -> selected.parquet + manifest.json + 
 
 import time
 
-from prefect import flow
+from prefect import flow, unmapped
 
 from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SelectionParams
 from selectflow.tasks.corpus import prepare_corpus_task
-from selectflow.tasks.embed import embed_task
+from selectflow.flows.runners import RunnerParams, make_task_runner
+from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embedding_task
 from selectflow.tasks.import_embeddings import import_embeddings_task
 from selectflow.tasks.index import build_index_task
 from selectflow.tasks.io.hashing import config_hash
@@ -37,6 +38,7 @@ def embed_corpus(
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
     cache_dir: str | None = None,
+    runner: RunnerParams = RunnerParams(),
 ) -> dict:
     """Read and validate the corpus, embed what the store does not have yet, and build the FAISS index."""
     cache = str(Workspace(cache_dir).root)
@@ -45,9 +47,23 @@ def embed_corpus(
     if corpus.embeddings:
         embedded = timer.run("embed", import_embeddings_task, prepared, corpus.embeddings, corpus.normalize_embeddings, cache)
     else:
-        embedded = timer.run("embed", embed_task, prepared, encoder.model, encoder.device, encoder.batch_size, cache)
+        embedded = timer.run("embed", _embed, prepared, encoder, cache, runner)
     index = timer.run("index", build_index_task, embedded, encoder.index, cache)
     return {"prepared": prepared, "embedded": embedded, "index": index, "timings": timer.seconds, "cache_dir": cache}
+
+
+def _embed(prepared: dict, encoder: EncoderParams, cache: str, runner: RunnerParams) -> dict:
+    plan = plan_embedding_task(prepared, encoder.model, encoder.device, cache, runner.unit_rows)
+    t0 = time.perf_counter()
+    futures = encode_unit_task.map(unmapped(prepared), unmapped(plan), list(range(len(plan["units"]))),
+                                   unmapped(encoder.model), unmapped(encoder.batch_size), unmapped(cache))
+    encoded = [f.result() for f in futures]
+    return assemble_task(prepared, plan, encoded, cache, time.perf_counter() - t0)
+
+
+def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> dict:
+    """embed_corpus on the chosen task runner."""
+    return embed_corpus.with_options(task_runner=make_task_runner(runner))(corpus, encoder, cache_dir, runner)
 
 
 @flow(name="select-subset", log_prints=True)
@@ -56,6 +72,7 @@ def select_subset(
     encoder: EncoderParams = EncoderParams(),
     selection: SelectionParams = SelectionParams(),
     output: OutputParams = OutputParams(),
+    runner: RunnerParams = RunnerParams(),
 ) -> dict:
     """The whole pipeline: embed the corpus, select a subset, write the Parquet, manifest and audit report."""
     config = {"corpus": corpus.model_dump(), "encoder": encoder.model_dump(),
@@ -63,7 +80,7 @@ def select_subset(
                             "options": selection.sampler_options()}}
     run_key = config_hash(config)
     out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
-    embedded = embed_corpus(corpus, encoder, output.cache_dir)
+    embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
     cache, timer = embedded["cache_dir"], _Timer()
     timer.seconds.update(embedded["timings"])
     chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],

@@ -1,48 +1,128 @@
-"""Prefect task: embed the prepared corpus through the embedding store, with progress in the UI and CLI."""
+"""Prefect tasks: embed the prepared corpus through the embedding store, sharded into units of work.
 
+plan_embedding_task   which texts are missing from the store, split into units (files of positions)
+encode_unit_task      encode one unit into store shards (mapped over the task runner: threads, Dask, Ray)
+assemble_task         write the (N, D) matrix in corpus order from the store
+Progress goes to a Prefect progress artifact and, in a terminal, to a progress bar.
+"""
+
+import functools
 import sys
+import threading
 
+import numpy as np
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from .embedding.embed import embed_prepared, encoding_settings
+from .embedding.embed import assemble_matrix, encode_positions, encoding_settings, open_store, plan_units
 from .embedding.encoder import load_encoder
 from .embedding.store import store_key
+from .io.atomic import write_npy
 from .io.hashing import config_hash
 from .io.workspace import Workspace
 
+_bars: dict = {}
+_bars_lock = threading.Lock()
 
-@task(name="embed", cache_policy=NONE)
-def embed_task(prepared: dict, model: str | None, device: str, batch_size: int, cache_dir: str) -> dict:
+
+@functools.lru_cache(maxsize=4)
+def cached_encoder(model: str | None, device: str):
+    """One loaded encoder per (model, device) per worker process."""
+    return load_encoder(model, device)
+
+
+def _devices(device: str) -> list[str]:
+    """The devices to spread units over: every visible GPU (one encoder each), else the one asked for."""
+    if device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu" if device == "auto" else device]
+
+
+@task(name="plan-embedding", cache_policy=NONE)
+def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_dir: str, unit_rows: int = 50_000) -> dict:
+    ws = Workspace(cache_dir)
+    _, info = cached_encoder(model, _devices(device)[0])
+    store = open_store(ws.store_root, info)
+    units = plan_units(prepared["prepared_path"], store, unit_rows)
+    key = config_hash({"corpus": prepared["key"], "store": store_key(info.weights_hash, encoding_settings(info))})
+    unit_paths = []
+    offsets = np.cumsum([0] + [len(u) for u in units])
+    for i, unit in enumerate(units):
+        path = ws.root / "units" / key / f"unit-{i:05d}.npy"
+        write_npy(path, unit)
+        unit_paths.append(str(path))
+    total = int(offsets[-1])
+    artifact_id = create_progress_artifact(progress=0.0 if total else 100.0,
+                                           description=f"Embedding {total} new texts of {prepared['n_usable']} with {info.name}")
+    devices = _devices(device)
+    return {"key": key, "units": unit_paths, "offsets": offsets[:-1].tolist(), "total": total,
+            "devices": [devices[i % len(devices)] for i in range(len(units))], "artifact_id": str(artifact_id),
+            "encoder": info.to_dict()}
+
+
+@task(name="encode-unit", cache_policy=NONE)
+def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, batch_size: int, cache_dir: str) -> int:
+    """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
+    from uuid import UUID
+
+    encoder, info = cached_encoder(model, plan["devices"][unit])
+    store = open_store(Workspace(cache_dir).store_root, info)
+    positions = np.load(plan["units"][unit], allow_pickle=False)
+    offset, total, artifact = plan["offsets"][unit], plan["total"], UUID(plan["artifact_id"])
+    bar = _terminal_bar(plan["artifact_id"], total)
+
+    def progress(done: int, _unit_total: int) -> None:
+        update_progress_artifact(artifact, progress=100.0 * min(offset + done, total) / max(total, 1))
+        if bar is not None:
+            _advance(bar, min(offset + done, total))
+
+    return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, progress=progress)
+
+
+def _advance(bar, position: int) -> None:
+    # Task functions reach the lock only through module functions: Dask pickles tasks by value, and a lock cannot be pickled.
+    with _bars_lock:
+        bar.n = position
+        bar.refresh()
+
+
+def _terminal_bar(key: str, total: int):
+    if not sys.stderr.isatty():
+        return None
+    with _bars_lock:
+        if key not in _bars:
+            from tqdm.auto import tqdm
+
+            _bars[key] = tqdm(total=total, unit="text", desc="embedding", leave=False, dynamic_ncols=True)
+        return _bars[key]
+
+
+@task(name="assemble-embeddings", cache_policy=NONE)
+def assemble_task(prepared: dict, plan: dict, encoded: list[int], cache_dir: str, encode_seconds: float) -> dict:
+    from uuid import UUID
+
     logger = get_run_logger()
     ws = Workspace(cache_dir)
-    encoder, info = load_encoder(model, device)
-    key = config_hash({"corpus": prepared["key"], "store": store_key(info.weights_hash, encoding_settings(info))})
-    matrix = ws.matrix_path(key)
-    artifact_id = create_progress_artifact(progress=0.0, description=f"Embedding {prepared['n_usable']} texts with {info.name}")
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm.auto import tqdm
+    info_dict = plan["encoder"]
+    from .embedding.encoder import EncoderInfo
 
-        bar = tqdm(total=0, unit="text", desc="embedding", leave=False, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-        pct = 100.0 if total == 0 else 100.0 * done / total
-        update_progress_artifact(artifact_id, progress=pct)
-
-    try:
-        result = embed_prepared(prepared["prepared_path"], encoder, info, ws.store_root, matrix,
-                                batch_size=batch_size, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    update_progress_artifact(artifact_id, progress=100.0)
-    logger.info("embedded %d rows: %d encoded, %d reused from the store, %d truncated",
-                result.n_rows, result.encoded, result.reused, result.truncated)
-    return {**result.to_dict(), "key": key, "encoder": info.to_dict()}
+    info = EncoderInfo(**info_dict)
+    store = open_store(ws.store_root, info)
+    matrix = ws.matrix_path(plan["key"])
+    n, truncated = assemble_matrix(prepared["prepared_path"], store, matrix)
+    update_progress_artifact(UUID(plan["artifact_id"]), progress=100.0)
+    bar = _bars.pop(plan["artifact_id"], None)
+    if bar is not None:
+        bar.close()
+    total_encoded = int(sum(encoded))
+    logger.info("embedded %d rows: %d texts encoded, the rest reused from the store; %d truncated", n, total_encoded, truncated)
+    return {"matrix_path": str(matrix), "n_rows": n, "dim": info.dim, "store_dir": str(store.dir), "store_key": store.dir.name,
+            "key": plan["key"], "encoded": total_encoded, "reused": n - total_encoded if total_encoded <= n else 0,
+            "truncated": truncated, "max_seq_length": info.max_seq_length, "encode_seconds": encode_seconds,
+            "texts_per_second": total_encoded / encode_seconds if total_encoded and encode_seconds > 0 else None,
+            "encoder": info_dict}

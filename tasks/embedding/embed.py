@@ -46,6 +46,128 @@ def read_digests(prepared_path: str | Path) -> np.ndarray:
     return np.array(col.to_pylist(), dtype="S16")
 
 
+def open_store(store_root: str | Path, info: EncoderInfo) -> EmbeddingStore:
+    settings = encoding_settings(info)
+    return EmbeddingStore(store_root, store_key(info.weights_hash, settings), info.dim,
+                          meta={"encoder": info.to_dict(), "settings": settings})
+
+
+def plan_units(prepared_path: str | Path, store: EmbeddingStore, unit_rows: int = 50_000) -> list[np.ndarray]:
+    """Positions of the texts to encode, split into units of work (one task each).
+
+    Each missing text is assigned once, at its first position, so duplicate texts are encoded once and
+    the units (hence the encoded vectors) do not depend on which runner executes them.
+    """
+    digests = read_digests(prepared_path)
+    unique, first = np.unique(digests, return_index=True)
+    positions = np.sort(first[store.missing(unique)])
+    return [positions[i : i + unit_rows] for i in range(0, len(positions), unit_rows)]
+
+
+def _encode_batchwise(model, texts: list[str], batch_size: int) -> np.ndarray:
+    """model.encode, halving the batch size on a GPU out-of-memory error instead of failing the run."""
+    while True:
+        try:
+            return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+        except Exception as exc:  # torch.cuda.OutOfMemoryError without importing torch here
+            if type(exc).__name__ != "OutOfMemoryError" or batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def encode_positions(
+    prepared_path: str | Path,
+    positions: np.ndarray,
+    model,
+    info: EncoderInfo,
+    store: EmbeddingStore,
+    batch_size: int = 64,
+    shard_rows: int = 2048,
+    progress: Progress | None = None,
+) -> int:
+    """Encode the texts at `positions` of the prepared corpus into store shards; returns how many were encoded.
+
+    Texts are read in windows (never the whole column), sorted by token length inside a window so that
+    batches hold similar lengths, and written in shards of `shard_rows`: a killed run keeps every shard
+    it finished. Positions whose text reached the store meanwhile (another worker, an earlier try) are skipped.
+    """
+    wanted = np.asarray(positions, dtype=np.int64)
+    if len(wanted) == 0:
+        return 0
+    tokenizer = model.tokenizer
+    _quiet_transformers()
+    done = 0
+    window_texts: list[str] = []
+    window_digests: list[bytes] = []
+
+    def flush():
+        nonlocal done
+        if not window_texts:
+            return
+        digests = np.array(window_digests, dtype="S16")
+        keep = store.missing(digests)  # resume: skip what a finished shard already holds
+        texts = [window_texts[i] for i in keep]
+        digests = digests[keep]
+        if texts:
+            lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False,
+                                                              return_attention_mask=False,
+                                                              return_token_type_ids=False)["input_ids"]], dtype=np.int32)
+            order = np.argsort(-lengths, kind="stable")  # long first: similar lengths share batches, less padding
+            for start in range(0, len(order), shard_rows):
+                part = order[start : start + shard_rows]
+                emb = np.asarray(_encode_batchwise(model, [texts[i] for i in part], batch_size), dtype=np.float32)
+                bad = ~np.isfinite(emb).all(axis=1)
+                if bad.any():
+                    raise InputError(
+                        f"The encoder {info.path} produced NaN or infinite embeddings for {int(bad.sum())} texts; "
+                        "check the model folder (a broken or fp16-overflowing model)."
+                    )
+                store.add_shard(digests[part], emb, lengths[part])
+                done += len(part)
+                if progress:
+                    progress(done, len(wanted))
+        window_texts.clear()
+        window_digests.clear()
+
+    pf = pq.ParquetFile(prepared_path)
+    offset = 0
+    for batch in pf.iter_batches(batch_size=8192, columns=["text_hash", "text"]):
+        lo, hi = np.searchsorted(wanted, [offset, offset + batch.num_rows])
+        if hi > lo:
+            local = (wanted[lo:hi] - offset).tolist()
+            hashes = batch.column("text_hash").take(local).to_pylist()
+            texts = batch.column("text").take(local).to_pylist()
+            window_digests.extend(hashes)
+            window_texts.extend(texts)
+        offset += batch.num_rows
+        if len(window_texts) >= WINDOW_ROWS:
+            flush()
+    flush()
+    return done
+
+
+def assemble_matrix(prepared_path: str | Path, store: EmbeddingStore, matrix_path: str | Path) -> tuple[int, int]:
+    """Write the (N, D) float32 matrix in corpus order from the store; returns (rows, truncated texts)."""
+    digests = read_digests(prepared_path)
+    tokens = np.empty(len(digests), dtype=np.int32)
+    with atomic_path(matrix_path, suffix=".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(digests), store.dim))
+        store.gather(digests, out, tokens)
+        out.flush()
+        del out
+    max_len = None
+    meta = store.dir / "meta.json"
+    if meta.exists():
+        import json
+
+        max_len = json.loads(meta.read_text())["settings"]["max_seq_length"]
+    return len(digests), int((tokens > max_len).sum()) if max_len else 0
+
+
 def embed_prepared(
     prepared_path: str | Path,
     model,
@@ -56,80 +178,35 @@ def embed_prepared(
     shard_rows: int = 2048,
     progress: Progress | None = None,
 ) -> EmbeddingResult:
-    """Make sure every text of the prepared corpus has a stored embedding, then write the (N, D) matrix."""
-    settings = encoding_settings(info)
-    key = store_key(info.weights_hash, settings)
-    store = EmbeddingStore(store_root, key, info.dim, meta={"encoder": info.to_dict(), "settings": settings})
-    digests = read_digests(prepared_path)
-    n = len(digests)
-    unique = np.unique(digests)
-    todo_digests = unique[store.missing(unique)]
-    todo = set(todo_digests.tolist())
-    total = len(todo)
-    done = 0
+    """Plan, encode and assemble in this process: every text gets a stored embedding, then the matrix is written."""
+    store = open_store(store_root, info)
+    units = plan_units(prepared_path, store)
+    total = int(sum(len(u) for u in units))
     if progress:
         progress(0, total)
     t0 = time.perf_counter()
-    if todo:
-        tokenizer = model.tokenizer
-        _quiet_transformers()
-        window_texts: list[str] = []
-        window_digests: list[bytes] = []
-        pending = set(todo)
-
-        def flush():
-            nonlocal done
-            if not window_texts:
-                return
-            lengths = np.array([len(ids) for ids in tokenizer(window_texts, add_special_tokens=True, truncation=False,
-                                                              return_attention_mask=False,
-                                                              return_token_type_ids=False)["input_ids"]], dtype=np.int32)
-            order = np.argsort(-lengths, kind="stable")  # long first: similar lengths share batches, less padding
-            for start in range(0, len(order), shard_rows):
-                part = order[start : start + shard_rows]
-                emb = model.encode([window_texts[i] for i in part], batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
-                emb = np.asarray(emb, dtype=np.float32)
-                bad = ~np.isfinite(emb).all(axis=1)
-                if bad.any():
-                    raise InputError(
-                        f"The encoder {info.path} produced NaN or infinite embeddings for {int(bad.sum())} texts; "
-                        "check the model folder (a broken or fp16-overflowing model)."
-                    )
-                store.add_shard(np.array([window_digests[i] for i in part], dtype="S16"), emb, lengths[part])
-                done += len(part)
-                if progress:
-                    progress(done, total)
-            window_texts.clear()
-            window_digests.clear()
-
-        pf = pq.ParquetFile(prepared_path)
-        for batch in pf.iter_batches(batch_size=8192, columns=["text_hash", "text"]):
-            # Through numpy's S16, as the todo set was built (it drops trailing NUL bytes of a digest).
-            batch_digests = np.array(batch.column("text_hash").to_pylist(), dtype="S16").tolist()
-            for d, text in zip(batch_digests, batch.column("text").to_pylist()):
-                if d in pending:
-                    pending.discard(d)
-                    window_digests.append(d)
-                    window_texts.append(text)
-            if len(window_texts) >= WINDOW_ROWS:
-                flush()
-        flush()
+    encoded = 0
+    for unit in units:
+        base = encoded
+        encoded += encode_positions(prepared_path, unit, model, info, store, batch_size, shard_rows,
+                                    (lambda d, _t, b=base: progress(b + d, total)) if progress else None)
     encode_seconds = time.perf_counter() - t0
-
-    matrix_path = Path(matrix_path)
-    tokens = np.empty(n, dtype=np.int32)
-    with atomic_path(matrix_path, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, info.dim))
-        store.gather(digests, out, tokens)
-        out.flush()
-        del out
+    n, truncated = assemble_matrix(prepared_path, store, matrix_path)
     return EmbeddingResult(
-        matrix_path=str(matrix_path), n_rows=n, dim=info.dim, store_dir=str(store.dir), store_key=key,
-        encoded=total, reused=n - int(np.isin(digests, todo_digests).sum()),
-        truncated=int((tokens > info.max_seq_length).sum()), max_seq_length=info.max_seq_length,
-        encode_seconds=encode_seconds, texts_per_second=(total / encode_seconds) if total and encode_seconds > 0 else None,
+        matrix_path=str(matrix_path), n_rows=n, dim=info.dim, store_dir=str(store.dir), store_key=store.dir.name,
+        encoded=encoded, reused=n - _rows_with_digests_of(prepared_path, units), truncated=truncated,
+        max_seq_length=info.max_seq_length, encode_seconds=encode_seconds,
+        texts_per_second=(encoded / encode_seconds) if encoded and encode_seconds > 0 else None,
     )
+
+
+def _rows_with_digests_of(prepared_path: str | Path, units: list[np.ndarray]) -> int:
+    """Rows whose text was encoded in this run (duplicates of an encoded text included)."""
+    if not units:
+        return 0
+    digests = read_digests(prepared_path)
+    encoded = digests[np.concatenate(units)]
+    return int(np.isin(digests, encoded).sum())
 
 
 def _quiet_transformers() -> None:

@@ -2,25 +2,24 @@
 
 Layout under the store root:
   <key>/meta.json                   the encoder and settings this key stands for
-  <key>/shard-<n>.hashes.npy         (m,) 16-byte text digests
-  <key>/shard-<n>.emb.npy            (m, D) float32 unit-norm embeddings
-  <key>/shard-<n>.tokens.npy         (m,) int32 token counts before truncation
-A shard's three files are each written atomically, the hashes file last, so a shard counts only
-once it is complete: a run killed mid-way resumes from the shards already on disk and re-encodes
-only what is missing. Identical texts are encoded once.
+  <key>/shard-<name>.hashes.npy      (m,) 16-byte text digests
+  <key>/shard-<name>.emb.npy         (m, D) float32 unit-norm embeddings
+  <key>/shard-<name>.tokens.npy      (m,) int32 token counts before truncation
+A shard is named by the hash of its digests, so workers on several machines can add shards to one
+store without coordinating. Its three files are each written atomically, the hashes file last, so a
+shard counts only once it is complete: a run killed mid-way resumes from the shards already on disk
+and re-encodes only what is missing. Identical texts are encoded once.
 """
 
-import json
+import hashlib
 import re
 from pathlib import Path
-from typing import Callable, Iterable
-
 import numpy as np
 
 from ..io.atomic import write_json, write_npy
 from ..io.hashing import config_hash
 
-_SHARD = re.compile(r"shard-(\d+)\.hashes\.npy$")
+_SHARD = re.compile(r"shard-([0-9a-f]+)\.hashes\.npy$")
 
 
 def store_key(weights_hash: str, settings: dict) -> str:
@@ -37,25 +36,26 @@ class EmbeddingStore:
             write_json(meta_path, {**meta, "dim": dim})
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def shards(self) -> list[int]:
+    def shards(self) -> list[str]:
         found = []
         for p in self.dir.iterdir():
             m = _SHARD.search(p.name)
             if m and (self.dir / f"shard-{m.group(1)}.emb.npy").exists():
-                found.append(int(m.group(1)))
+                found.append(m.group(1))
         return sorted(found)
 
-    def _path(self, shard: int, kind: str) -> Path:
-        return self.dir / f"shard-{shard:06d}.{kind}.npy"
+    def _path(self, shard: str, kind: str) -> Path:
+        return self.dir / f"shard-{shard}.{kind}.npy"
 
     def _load_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sorted digests of everything stored, with the shard and offset of each."""
         if self._index is None:
             hashes, shard_ids, offsets = [], [], []
-            for s in self.shards():
+            self._names = self.shards()
+            for i, s in enumerate(self._names):
                 h = np.load(self._path(s, "hashes"), allow_pickle=False)
                 hashes.append(h)
-                shard_ids.append(np.full(len(h), s, dtype=np.int64))
+                shard_ids.append(np.full(len(h), i, dtype=np.int64))
                 offsets.append(np.arange(len(h), dtype=np.int64))
             if hashes:
                 h, sid, off = np.concatenate(hashes), np.concatenate(shard_ids), np.concatenate(offsets)
@@ -81,9 +81,9 @@ class EmbeddingStore:
         found, _, _ = self.locate(digests)
         return np.flatnonzero(~found)
 
-    def add_shard(self, digests: np.ndarray, embeddings: np.ndarray, token_counts: np.ndarray) -> int:
-        shards = self.shards()
-        shard = (shards[-1] + 1) if shards else 0
+    def add_shard(self, digests: np.ndarray, embeddings: np.ndarray, token_counts: np.ndarray) -> str:
+        digests = np.asarray(digests, dtype="S16")
+        shard = hashlib.blake2b(digests.tobytes(), digest_size=10).hexdigest()
         write_npy(self._path(shard, "emb"), np.ascontiguousarray(embeddings, dtype=np.float32))
         write_npy(self._path(shard, "tokens"), np.asarray(token_counts, dtype=np.int32))
         write_npy(self._path(shard, "hashes"), np.asarray(digests, dtype="S16"))  # last: marks the shard complete
@@ -97,8 +97,9 @@ class EmbeddingStore:
             raise KeyError(f"{int((~found).sum())} texts have no stored embedding")
         for s in np.unique(sid):
             rows = np.flatnonzero(sid == s)
-            emb = np.load(self._path(int(s), "emb"), mmap_mode="r", allow_pickle=False)
+            name = self._names[int(s)]
+            emb = np.load(self._path(name, "emb"), mmap_mode="r", allow_pickle=False)
             out[rows] = emb[off[rows]]
             if tokens_out is not None:
-                tok = np.load(self._path(int(s), "tokens"), allow_pickle=False)
+                tok = np.load(self._path(name, "tokens"), allow_pickle=False)
                 tokens_out[rows] = tok[off[rows]]

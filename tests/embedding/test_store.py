@@ -58,8 +58,8 @@ def test_counts_truncated_texts(tmp_path, encoder):
 def test_incomplete_shard_is_ignored(tmp_path):
     store = EmbeddingStore(tmp_path, "k", 4)
     digests = np.array([b"a" * 16, b"b" * 16], dtype="S16")
-    store.add_shard(digests, np.eye(2, 4, dtype=np.float32), np.array([3, 4]))
+    name = store.add_shard(digests, np.eye(2, 4, dtype=np.float32), np.array([3, 4]))
     # A crash after the embeddings but before the hashes file leaves a shard that must not count.
-    np.save(store.dir / "shard-000001.emb.npy", np.ones((1, 4), dtype=np.float32))
-    assert store.shards() == [0]
+    np.save(store.dir / "shard-00ff.emb.npy", np.ones((1, 4), dtype=np.float32))
+    assert store.shards() == [name]
     assert list(store.missing(np.array([b"a" * 16, b"c" * 16], dtype="S16"))) == [1]
