@@ -13,6 +13,7 @@ from prefect.cache_policies import NONE
 
 from .io.atomic import write_json, write_text
 from .io.corpus import CorpusSpec, read_original_rows
+from .io.changes import changes_since_previous
 from .io.outputs import provenance_frame, write_parquet
 from .reporting.build import analysis_k, build_report
 from .reporting.metrics import nearest_selected
@@ -61,6 +62,8 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
     analysis = kmeans(emb, analysis_k(len(ids)), seed=seed)
     clusters = arrays["clusters"] if selection["has_clusters"] else analysis.assignments[rows]
 
+    # Before anything is replaced: what this run changes against the previous run in the same folder.
+    changes = changes_since_previous(out, [ids[int(r)] for r in rows], set(ids))
     corpus_spec = CorpusSpec(**{**spec, "text_columns": tuple(spec.get("text_columns") or ())})
     input_rows = frame["row"].to_numpy()[rows]
     originals = read_original_rows(corpus_spec, input_rows)
@@ -95,7 +98,7 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
         labels=frame["labels"].to_list() if prepared["has_labels"] else None,
         diagnostics=selection["diagnostics"], summary=summary, data_problems=data_problems,
         sampler_options=selection["options"], timings=timings, knn=knn,
-        nearest_row=nearest_pos, nearest_sim=nearest_sim, seed=seed,
+        nearest_row=nearest_pos, nearest_sim=nearest_sim, seed=seed, changes=changes,
     )
     timings["report"] = time.perf_counter() - t0
     report["timings"] = timings
@@ -103,7 +106,8 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
     write_text(out / "report.html", page)
     manifest = {
         "run_key": run_key,
-        "input": {"path": prepared["input_path"], "content_hash": prepared["input_hash"], "format": prepared["format"]},
+        "input": {"path": prepared["input_path"], "content_hash": prepared["input_hash"], "format": prepared["format"],
+                  "text_columns": list(prepared["text_columns"])},
         "rows": {"read": prepared["n_read"], "usable": prepared["n_usable"], "excluded": n_excluded,
                  "excluded_by_reason": prepared["excluded"], "selected": len(rows)},
         "config": config,
@@ -115,6 +119,10 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
         "embeddings": {"store_key": embedded["store_key"], "encoded_this_run": embedded["encoded"],
                        "reused_from_store": embedded["reused"], "truncated": embedded["truncated"]},
         "index": index["params"] if index else None,
+        "changes_since_previous": None if changes is None else {k: v for k, v in changes.items() if k != "examples"},
+        # Cache files behind this run, so `selectflow compare` can measure several runs in one embedding space.
+        "cache_files": {"prepared_corpus": prepared["prepared_path"], "embedding_matrix": embedded["matrix_path"],
+                        "selection_arrays": selection["arrays"]},
         "library_versions": library_versions(),
         "timings_seconds": timings,
         "outputs": ["selected.parquet", "report.json", "report.html"],

@@ -53,6 +53,7 @@ def build_report(
     nearest_sim: np.ndarray | None = None,
     seed: int = 0,
     extra_diversity: dict | None = None,
+    changes: dict | None = None,
 ) -> tuple[dict, str]:
     n = embeddings.shape[0]
     rng = np.random.default_rng(seed)
@@ -91,6 +92,7 @@ def build_report(
         "diagnostics": diagnostics,
         "map": projection_2d(embeddings, pool_pts, sel_pts, seed=seed),
         "timings": timings,
+        "changes_since_previous": changes,
     }
 
     top = list(range(min(EXAMPLE_ROWS, len(rows))))

@@ -154,6 +154,24 @@ def render_report(report: dict, examples: list[dict]) -> str:
         rows.append(["rows with an empty label list", dp["empty_label_rows"]])
     out.append(table(["check", "count"], rows, "kv"))
 
+    ch = report.get("changes_since_previous")
+    if ch:
+        out.append("<h2>Changes since the previous run</h2>")
+        if not ch.get("comparable"):
+            out.append(f"<p class=muted>{esc(ch.get('note', ''))}</p>")
+        else:
+            out.append(table(["", ""], [
+                ["previous selection", ch["previous_selected"]], ["kept", ch["kept"]],
+                ["added: new in the input", ch["added_new_in_input"] if ch["added_new_in_input"] is not None else "unknown"],
+                ["added: already in the input", ch["added_already_in_input"] if ch["added_already_in_input"] is not None else "unknown"],
+                ["dropped: no longer in the input", ch["dropped_left_input"]],
+                ["dropped: still in the input, not selected", ch["dropped_outcompeted"]],
+            ], "kv"))
+            change_rows = [["added", e["id"], e["why"]] for e in ch["examples"]["added"]] + \
+                          [["dropped", e["id"], e["why"]] for e in ch["examples"]["dropped"]]
+            if change_rows:
+                out.append(table(["change", "id", "why"], change_rows))
+
     dc = report["diversity_coverage"]
     out.append("<h2>Diversity and coverage against random selections of the same size</h2>")
     out.append(f"<p class=muted>Random baseline: {dc['random_draws']} seeded draws of {s['selected']} rows; coverage is measured on "
