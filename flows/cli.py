@@ -14,6 +14,8 @@ QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "TOKENIZERS_PARALLELISM": "false",
+    # The temporary local API can take longer than Prefect's 20 s default to start on a busy 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 
@@ -42,6 +44,27 @@ def _option(value: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
+def _name_list(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{value!r} names no sampler; pass e.g. kmeans,mig,dpp")
+    return names
+
+
+def _budget_list(value: str) -> list:
+    return [_budget(v.strip()) for v in value.split(",") if v.strip()] or [_budget(value)]
+
+
+def _seed_list(value: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds {value!r} must be whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds {value!r} must be non-negative whole numbers, e.g. 0,1,2")
+    return seeds
+
+
 def _sampler_help() -> str:
     from selectflow.tasks.samplers import SAMPLERS
 
@@ -67,10 +90,12 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="PATH", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device (default: auto)")
     p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default: 64)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="encoder runtime: torch, or ONNX Runtime on the CPU (fp32 or int8; exported once into the cache) (default: torch)")
     p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"], help="FAISS index kind (default: auto)")
     p.add_argument("--runner", default="thread", choices=["thread", "dask", "ray"], help="where embedding tasks run: threads here (default), a Dask or a Ray cluster")
     p.add_argument("--address", default=None, help="address of an existing Dask scheduler or Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, default=1, help="workers of a local Dask/Ray cluster, or threads (default: 1)")
+    p.add_argument("--shard-rows", type=int, default=2048, help="texts per embedding-store shard; a killed run resumes from the last finished shard (default: 2048)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache for prepared corpora, embeddings and indexes (default: $SELECTFLOW_CACHE or ~/.cache/selectflow)")
     p.add_argument("--verbose", action="store_true", help="show Prefect's logs")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (implies --verbose)")
@@ -92,8 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     emb = sub.add_parser("embed", help="embed and index a corpus into the cache (no selection)")
     _add_corpus_args(emb)
+    emb.add_argument("--export", default=None, metavar="PATH.parquet", help="also write each usable row's id and embedding (a fixed-size float32 list column 'embedding') to this Parquet file")
+
+    ev = sub.add_parser("evaluate", help="compare samplers with random selection on a labelled corpus (proxy-classifier macro-F1, label coverage, test distance)",
+                        description="Hold out a test split stratified by --labels, select from the rest with each sampler at each "
+                                    "budget and seed, train a logistic regression on each selection's embeddings and report macro-F1 "
+                                    "on the test split, label coverage and the mean distance from test rows to the selection, against "
+                                    "random selection (mean ± std over seeds). Writes evaluation.json and evaluation.md.")
+    _add_corpus_args(ev)
+    ev.add_argument("--out", default="selectflow-evaluation", metavar="DIR", help="output folder (default: ./selectflow-evaluation)")
+    ev.add_argument("--samplers", type=_name_list, default=None, metavar="A,B,...", help="samplers to compare with random (default: every registered sampler except random)")
+    ev.add_argument("--budgets", type=_budget_list, default=[0.01, 0.02, 0.05, 0.1], metavar="B,B,...", help="fractions below 1 of the pool or row counts (default: 0.01,0.02,0.05,0.1)")
+    ev.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], metavar="S,S,...", help="seeds; every sampler runs once per seed and budget (default: 0,1,2)")
+    ev.add_argument("--test-fraction", type=float, default=0.2, help="share of each label held out as the test split (default: 0.2)")
+    ev.add_argument("--split-seed", type=int, default=0, help="seed of the stratified split (default: 0)")
+    ev.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="SAMPLER.NAME=VALUE", help="a sampler option, e.g. kmeans.k=16 (repeatable)")
+    ev.add_argument("--readme", default=None, metavar="PATH", help="also replace the block between <!-- eval-table:start --> and <!-- eval-table:end --> in this file with the tables")
+    ev.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another evaluation")
 
     sub.add_parser("info", help="show the device, GPU FAISS and the default encoder")
+
+    cmp = sub.add_parser("compare", help="compare several selections of one corpus in one report (compare.html)")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output folders of `selectflow select` over the same input file (two or more)")
+    cmp.add_argument("--out", default="selectflow-compare", metavar="DIR", help="output folder (default: ./selectflow-compare)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the random baselines, pool samples and analysis clusters (default: 0)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace an output folder that holds something else")
+    cmp.add_argument("--verbose", action="store_true", help="show Prefect's logs")
+    cmp.add_argument("--debug", action="store_true", help="show tracebacks on errors (implies --verbose)")
 
     srv = sub.add_parser("serve", help="serve the flows with cron schedules from this process (needs a Prefect server)",
                          description="Register the select-subset and embed-corpus deployments with the Prefect server at "
@@ -128,13 +178,14 @@ def _corpus(args):
 def _runner(args):
     from selectflow.flows.runners import RunnerParams
 
-    return RunnerParams(kind=args.runner, address=args.address, workers=args.workers)
+    return RunnerParams(kind=args.runner, address=args.address, workers=args.workers, shard_rows=args.shard_rows)
 
 
 def _encoder(args):
     from selectflow.flows.params import EncoderParams
 
-    return EncoderParams(model=args.model, device=args.device, batch_size=args.batch_size, index=args.index)
+    return EncoderParams(model=args.model, device=args.device, batch_size=args.batch_size, index=args.index,
+                         backend=args.backend)
 
 
 def cmd_select(args) -> int:
@@ -164,12 +215,62 @@ def cmd_select(args) -> int:
 
 def cmd_embed(args) -> int:
     from selectflow.flows.pipeline import run_embed_corpus
+    from selectflow.tasks.errors import ConfigError
 
-    result = run_embed_corpus(_corpus(args), _encoder(args), args.cache_dir, _runner(args))
+    if args.export and not args.export.lower().endswith(".parquet"):
+        raise ConfigError(f"--export {args.export}: the embeddings file must end in .parquet.")
+    corpus = _corpus(args)
+    result = run_embed_corpus(corpus, _encoder(args), args.cache_dir, _runner(args))
     e = result["embedded"]
     print(f"embedded {e['n_rows']} rows ({e['encoded']} encoded, {e['reused']} reused, {e['truncated']} truncated at "
           f"{e['max_seq_length']} tokens) -> {e['matrix_path']}")
     print(f"index ({result['index']['params']['kind']}): {result['index']['path']}")
+    if args.export:
+        from selectflow.tasks.embedding.embed import export_embeddings
+
+        n = export_embeddings(result["prepared"]["prepared_path"], e["matrix_path"], args.export,
+                              id_column=corpus.id_column or "id",
+                              metadata={"encoder": e["encoder"], "input": result["prepared"].get("input_path")})
+        print(f"exported {n} ids and embeddings -> {args.export}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from selectflow.flows.evaluate import evaluate_samplers
+    from selectflow.tasks.errors import ConfigError
+    from selectflow.tasks.evaluation import EvaluationConfig, check_readme, check_request, update_readme
+
+    if getattr(args, "runner", "thread") != "thread":
+        raise ConfigError("selectflow evaluate embeds with the thread runner; run `selectflow embed --runner ...` "
+                          "first (the evaluation then reuses the cached embeddings), without --runner here.")
+    options: dict[str, dict] = {}
+    for key, value in args.option:
+        sampler, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"evaluate option {key!r} must name its sampler, e.g. -o kmeans.k=16.")
+        options.setdefault(sampler, {})[name] = value
+    fields = {"budgets": args.budgets, "seeds": args.seeds, "test_fraction": args.test_fraction,
+              "split_seed": args.split_seed, "sampler_options": options}
+    if args.samplers:
+        fields["samplers"] = args.samplers
+    evaluation = EvaluationConfig(**fields)
+    corpus = _corpus(args)
+    # Fail before any embedding or selection work when the request or the README cannot work.
+    check_request(evaluation, corpus.label_column)
+    if args.readme:
+        check_readme(args.readme)
+    result = evaluate_samplers(corpus, _encoder(args), evaluation, out_dir=args.out, overwrite=args.overwrite,
+                               cache_dir=args.cache_dir)
+    markdown = Path(result["markdown"]).read_text(encoding="utf-8")
+    print(markdown)
+    print(f"{result['runs']} runs in {result['seconds']:.0f}s"
+          + (f", {result['failed_runs']} failed (see the footnote)" if result["failed_runs"] else ""))
+    print(f"  tables:  {result['markdown']}")
+    print(f"  details: {result['json']}")
+    if args.readme:
+        print(f"  updated: {update_readme(args.readme, markdown)}")
     return 0
 
 
@@ -198,6 +299,21 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from selectflow.flows.compare import compare_runs
+
+    result = compare_runs(args.run_dirs, out_dir=args.out, seed=args.seed, overwrite=args.overwrite)
+    names = result["names"]
+    print(f"compared {len(names)} selections; Jaccard similarity of their rows:")
+    for i, name in enumerate(names):
+        print(f"  {name:<20} " + " ".join(f"{v:6.3f}" for v in result["jaccard"][i]))
+    for name, only, cov in zip(names, result["only_this_run"], result["coverage_distance"]):
+        print(f"  {name}: {only} rows no other run picked, coverage distance {cov:.4f}")
+    print(f"  report:  {result['report']}")
+    print(f"  overlap: {result['overlap_parquet']}")
+    return 0
+
+
 def cmd_info(args) -> int:
     import faiss
     import torch
@@ -223,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     from selectflow.tasks.errors import SelectflowError
 
-    handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info, "serve": cmd_serve}[args.command]
+    handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info, "serve": cmd_serve,
+               "evaluate": cmd_evaluate, "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except SelectflowError as exc:

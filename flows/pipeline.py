@@ -53,10 +53,11 @@ def embed_corpus(
 
 
 def _embed(prepared: dict, encoder: EncoderParams, cache: str, runner: RunnerParams) -> dict:
-    plan = plan_embedding_task(prepared, encoder.model, encoder.device, cache, runner.unit_rows)
+    plan = plan_embedding_task(prepared, encoder.model, encoder.device, cache, runner.unit_rows, encoder.backend)
     t0 = time.perf_counter()
     futures = encode_unit_task.map(unmapped(prepared), unmapped(plan), list(range(len(plan["units"]))),
-                                   unmapped(encoder.model), unmapped(encoder.batch_size), unmapped(cache))
+                                   unmapped(encoder.model), unmapped(encoder.batch_size), unmapped(cache),
+                                   unmapped(runner.shard_rows), unmapped(encoder.backend))
     encoded = [f.result() for f in futures]
     return assemble_task(prepared, plan, encoded, cache, time.perf_counter() - t0)
 

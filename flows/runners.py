@@ -23,6 +23,7 @@ class RunnerParams(BaseModel):
     address: Optional[str] = Field(default=None, description="Address of an existing Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001). Empty: start a local one.")
     workers: int = Field(default=1, ge=1, le=1024, description="Workers of a local cluster, or threads of the thread runner.")
     unit_rows: int = Field(default=50_000, ge=1, le=10_000_000, description="Texts per embedding task.")
+    shard_rows: int = Field(default=2048, ge=1, le=1_000_000, description="Texts per embedding-store shard: a killed run loses at most one unfinished shard per task.")
 
 
 def make_task_runner(params: RunnerParams):

@@ -27,14 +27,21 @@ _bars: dict = {}
 _bars_lock = threading.Lock()
 
 
+def cached_encoder(model: str | None, device: str, backend: str = "torch", cache_dir: str | None = None):
+    """One loaded encoder per (model, device, backend) per worker process; ONNX exports live in <cache>/onnx."""
+    export_root = str(Workspace(cache_dir).root / "onnx") if backend != "torch" else None
+    return _load_once(model, device, backend, export_root)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_encoder(model: str | None, device: str):
-    """One loaded encoder per (model, device) per worker process."""
-    return load_encoder(model, device)
+def _load_once(model: str | None, device: str, backend: str, export_root: str | None):
+    return load_encoder(model, device, backend, export_root)
 
 
-def _devices(device: str) -> list[str]:
+def _devices(device: str, backend: str = "torch") -> list[str]:
     """The devices to spread units over: every visible GPU (one encoder each), else the one asked for."""
+    if backend != "torch" and device == "auto":
+        return ["cpu"]  # ONNX Runtime runs here on the CPU
     if device in ("auto", "cuda"):
         import torch
 
@@ -44,9 +51,10 @@ def _devices(device: str) -> list[str]:
 
 
 @task(name="plan-embedding", cache_policy=NONE)
-def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_dir: str, unit_rows: int = 50_000) -> dict:
+def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_dir: str, unit_rows: int = 50_000,
+                        backend: str = "torch") -> dict:
     ws = Workspace(cache_dir)
-    _, info = cached_encoder(model, _devices(device)[0])
+    _, info = cached_encoder(model, _devices(device, backend)[0], backend, cache_dir)
     store = open_store(ws.store_root, info)
     units = plan_units(prepared["prepared_path"], store, unit_rows)
     key = config_hash({"corpus": prepared["key"], "store": store_key(info.weights_hash, encoding_settings(info))})
@@ -59,18 +67,19 @@ def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_di
     total = int(offsets[-1])
     artifact_id = create_progress_artifact(progress=0.0 if total else 100.0,
                                            description=f"Embedding {total} new texts of {prepared['n_usable']} with {info.name}")
-    devices = _devices(device)
+    devices = _devices(device, backend)
     return {"key": key, "units": unit_paths, "offsets": offsets[:-1].tolist(), "total": total,
             "devices": [devices[i % len(devices)] for i in range(len(units))], "artifact_id": str(artifact_id),
             "encoder": info.to_dict()}
 
 
 @task(name="encode-unit", cache_policy=NONE)
-def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, batch_size: int, cache_dir: str) -> int:
+def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, batch_size: int, cache_dir: str,
+                     shard_rows: int = 2048, backend: str = "torch") -> int:
     """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
     from uuid import UUID
 
-    encoder, info = cached_encoder(model, plan["devices"][unit])
+    encoder, info = cached_encoder(model, plan["devices"][unit], backend, cache_dir)
     store = open_store(Workspace(cache_dir).store_root, info)
     positions = np.load(plan["units"][unit], allow_pickle=False)
     offset, total, artifact = plan["offsets"][unit], plan["total"], UUID(plan["artifact_id"])
@@ -81,7 +90,7 @@ def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, b
         if bar is not None:
             _advance(bar, min(offset + done, total))
 
-    return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, progress=progress)
+    return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress)
 
 
 def _advance(bar, position: int) -> None:

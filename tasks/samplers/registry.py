@@ -3,14 +3,18 @@
 from ..errors import ConfigError
 from .base import Sampler
 from .dpp import DPPSampler
+from .influence import InfluenceSampler
 from .kmeans import KMeansSampler
 from .mig import MIGSampler
 from .random import RandomSampler
+from .sensitivity import SensitivitySampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     RandomSampler.name: RandomSampler,
     KMeansSampler.name: KMeansSampler,
     MIGSampler.name: MIGSampler,
+    SensitivitySampler.name: SensitivitySampler,
+    InfluenceSampler.name: InfluenceSampler,
     DPPSampler.name: DPPSampler,
 }
 
