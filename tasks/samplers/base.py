@@ -118,15 +118,24 @@ class Sampler(ABC):
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"Seed must be a non-negative integer; got {seed!r}.")
         _check_embeddings(data.embeddings)
-        if self.requires_positive_quality and data.quality is not None and not np.all(data.quality > 0):
-            bad = int(np.flatnonzero(~(data.quality > 0))[0])
-            raise InputError(
-                f"Sampler {self.name!r} needs quality scores > 0; row {bad} has {data.quality[bad]!r}. "
-                "Fix or drop those rows, or run without --quality."
-            )
+        requirement = self.quality_requirement()
+        if requirement and data.quality is not None:
+            ok = data.quality > 0 if requirement == "> 0" else data.quality >= 0
+            ok &= np.isfinite(data.quality)
+            if not np.all(ok):
+                bad = int(np.flatnonzero(~ok)[0])
+                where = f"row {bad}" + (f" (id {data.ids[bad]})" if data.ids is not None else "")
+                raise InputError(
+                    f"Sampler {self.name!r} needs quality scores {requirement}; {where} has {float(data.quality[bad])!r}. "
+                    "Rescale the quality column, drop those rows, or run without --quality."
+                )
         selection = self._select(data, int(budget), int(seed))
         _check_selection(self.name, selection, int(budget), n)
         return selection
+
+    def quality_requirement(self) -> str | None:
+        """'> 0', '>= 0' or None: what this sampler, with its options, needs of quality scores."""
+        return "> 0" if self.requires_positive_quality else None
 
     @abstractmethod
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:

@@ -126,6 +126,10 @@ class DPPSampler(Sampler):
     Options = DPPOptions
     requires_positive_quality = False
 
+    def quality_requirement(self) -> str | None:
+        # Quality scales label mass (MIG) or enters as quality^theta (DPP): negative scores have no meaning there.
+        return ">= 0"
+
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
         opts = self.options
         x = data.embeddings

@@ -364,6 +364,10 @@ class KMeansSampler(Sampler):
     Options = KMeansOptions
     requires_positive_quality = False
 
+    def quality_requirement(self) -> str | None:
+        # Draws proportional to quality need non-negative weights; softmax weights accept any score.
+        return ">= 0" if self.options.quality_weighting == "proportional" else None
+
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
         n = data.n_rows
         previous = _previous_rows(data)

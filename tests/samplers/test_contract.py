@@ -72,3 +72,55 @@ def test_unknown_option_is_rejected(name):
 def test_unknown_sampler_lists_the_known_ones():
     with pytest.raises(ConfigError, match="kmeans"):
         get_sampler("nope")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_negative_quality_is_refused_or_used_consistently(name, small_input):
+    """Samplers that need quality >= 0 say so, naming the row; the others still return a valid selection."""
+    from selectflow.tasks.errors import InputError
+
+    quality = small_input.quality.copy()
+    quality[7] = -1.5
+    data = replace(small_input, quality=quality)
+    sampler = get_sampler(name)
+    if sampler.quality_requirement():
+        with pytest.raises(InputError, match=r"row 7 \(id row-7\) has -1.5"):
+            sampler.select(data, 20, seed=0)
+    else:
+        sel = sampler.select(data, 20, seed=0)
+        assert len(np.unique(sel.rows)) == 20
+
+
+# Invariants on arbitrary small inputs (hypothesis): every sampler, any data shape it may meet.
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def arbitrary_inputs(draw):
+    from selectflow.tasks.samplers import SelectionInput
+
+    n = draw(st.integers(min_value=2, max_value=40))
+    d = draw(st.integers(min_value=2, max_value=8))
+    seed = draw(st.integers(min_value=0, max_value=2**16))
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    if draw(st.booleans()):  # exact duplicate rows are common in real corpora
+        x[: n // 2] = x[0]
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    quality = rng.uniform(0.1, 3.0, size=n) if draw(st.booleans()) else None
+    labels = [tuple(sorted({f"t{int(v)}" for v in rng.integers(0, 4, size=rng.integers(0, 3))})) for _ in range(n)] \
+        if draw(st.booleans()) else None
+    budget = draw(st.integers(min_value=1, max_value=n))
+    return SelectionInput(embeddings=x, quality=quality, labels=labels), budget, seed
+
+
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=arbitrary_inputs())
+def test_invariants_on_arbitrary_small_inputs(name, case):
+    data, budget, seed = case
+    sel = get_sampler(name).select(data, budget, seed=seed % 1000)
+    assert len(sel.rows) == budget and len(np.unique(sel.rows)) == budget
+    assert np.all(np.isfinite(sel.scores)) and np.all(sel.weights > 0)
+    again = get_sampler(name).select(data, budget, seed=seed % 1000)
+    np.testing.assert_array_equal(sel.rows, again.rows)
