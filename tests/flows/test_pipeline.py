@@ -105,17 +105,26 @@ def test_output_folder_of_another_run_is_refused(run, bundled_slice):
     assert json.loads((out / "manifest.json").read_text())["config"]["selection"]["sampler"] == "kmeans"
 
 
-def test_own_embeddings_skip_the_encoder(tmp_path, bundled_slice):
+def test_own_embeddings_skip_the_encoder_and_hostile_ids_stay_data(tmp_path, bundled_slice):
+    import hashlib
+
     import numpy as np
 
     from selectflow.flows.pipeline import select_subset
 
-    n = pl.read_parquet(bundled_slice).height
+    df = pl.read_parquet(bundled_slice)
+    # Ids that look like paths must never be used as paths.
+    df = df.with_columns(pl.format("../../escape-{}", pl.int_range(pl.len())).alias("id"))
+    corpus = tmp_path / "in" / "corpus.parquet"
+    corpus.parent.mkdir()
+    df.write_parquet(corpus)
+    before = hashlib.sha256(corpus.read_bytes()).hexdigest()
+    n = df.height
     vecs = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     np.save(tmp_path / "emb.npy", vecs)
     result = select_subset(
-        CorpusParams(path=str(bundled_slice), id_column="id", embeddings=str(tmp_path / "emb.npy")),
+        CorpusParams(path=str(corpus), id_column="id", embeddings=str(tmp_path / "emb.npy")),
         EncoderParams(device="cpu"), SelectionParams(sampler="kmeans", budget=10, seed=0),
         OutputParams(out_dir=str(tmp_path / "out")),
     )
@@ -123,3 +132,6 @@ def test_own_embeddings_skip_the_encoder(tmp_path, bundled_slice):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["encoder"]["name"] == "user embeddings (emb.npy)"
     assert pl.read_parquet(tmp_path / "out" / "selected.parquet").height == 10
+    assert hashlib.sha256(corpus.read_bytes()).hexdigest() == before  # the input is never modified
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "in", "out"]
+    assert not list(tmp_path.parent.glob("escape-*")) and not list((tmp_path / "in").glob("escape-*"))

@@ -171,3 +171,26 @@ def test_saved_hf_dataset_with_a_chat_column(tmp_path):
     prepared = pl.read_parquet(pc.prepared_path)
     assert prepared["text"].to_list() == ["user: Hi?\nassistant: Hello.", "system: Be brief.\nuser: 2+2\nassistant: 4"]
     assert pc.excluded == {"empty text": 1} and pc.format == "hf"  # an empty conversation has no text
+
+
+def test_ragged_csv_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("id,text\n1,hello\n2,world,extra,fields\n3,ok\n")
+    with pytest.raises(InputError, match=r"ragged.csv: cannot be read as CSV .*same number of fields"):
+        prepare_corpus(CorpusSpec(str(path), id_column="id"), tmp_path / "w")
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    good = tmp_path / "good.parquet"
+    pl.DataFrame({"text": ["a"] * 100}).write_parquet(good)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(InputError, match=r"bad.parquet: cannot be read as PARQUET"):
+        prepare_corpus(CorpusSpec(str(bad)), tmp_path / "w")
+
+
+def test_unsupported_file_type(tmp_path):
+    path = tmp_path / "corpus.xlsx"
+    path.write_text("x")
+    with pytest.raises(InputError, match="unsupported file type '.xlsx'"):
+        prepare_corpus(CorpusSpec(str(path)), tmp_path / "w")
