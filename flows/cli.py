@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sel.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
     sel.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+    sel.add_argument("--dry-run", action="store_true", help="print the plan (stages, what the embedding store already holds, estimated time and memory) and exit")
 
     emb = sub.add_parser("embed", help="embed and index a corpus into the cache (no selection)")
     _add_corpus_args(emb)
@@ -198,6 +199,8 @@ def cmd_select(args) -> int:
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"Unknown sampler {args.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
     options = dict(args.option)
+    if args.dry_run:
+        return _print_plan(args, options)
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
                                 options={args.sampler: options})
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
@@ -210,6 +213,20 @@ def cmd_select(args) -> int:
     print(f"  selected rows: {result['parquet']}")
     print(f"  report:        {result['report']}")
     print(f"  manifest:      {result['manifest']}")
+    return 0
+
+
+def _print_plan(args, options: dict) -> int:
+    from selectflow.tasks.planning.dry_run import dry_run
+
+    corpus = _corpus(args)
+    plan, facts = dry_run(corpus.spec(), corpus.embeddings, args.model, args.device, args.index, args.sampler, options,
+                          args.budget, args.cache_dir)
+    excluded = ", ".join(f"{n} {reason}" for reason, n in facts["excluded"].items()) or "none"
+    print(f"plan for {corpus.path}: {facts['rows_read']:,} rows read, {facts['usable_rows']:,} usable "
+          f"(excluded: {excluded}), select {facts['budget_rows']:,} with {args.sampler}")
+    print(plan.render())
+    print("nothing was run (dry run)")
     return 0
 
 
@@ -265,7 +282,9 @@ def cmd_evaluate(args) -> int:
                                cache_dir=args.cache_dir)
     markdown = Path(result["markdown"]).read_text(encoding="utf-8")
     print(markdown)
-    print(f"{result['runs']} runs in {result['seconds']:.0f}s"
+    e = result["embedded"]
+    print(f"{result['runs']} runs in {result['seconds']:.0f}s on {e['n_rows']} embedded rows "
+          f"(encoded {e['encoded']}, reused {e['reused']} from the cache)"
           + (f", {result['failed_runs']} failed (see the footnote)" if result["failed_runs"] else ""))
     print(f"  tables:  {result['markdown']}")
     print(f"  details: {result['json']}")
@@ -295,7 +314,7 @@ def cmd_serve(args) -> int:
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
     serve_flows(name=args.name, select_cron=args.cron or None, embed_cron=args.embed_cron or None,
                 timezone=args.timezone, corpus=_corpus(args), encoder=_encoder(args), selection=selection,
-                output=output, limit=args.limit)
+                output=output, runner=_runner(args), limit=args.limit)
     return 0
 
 
