@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sel.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
     sel.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+    sel.add_argument("--target", default=None, metavar="CORPUS", help="a second corpus to select toward (influence sampler's target set)")
+    sel.add_argument("--target-text", nargs="+", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
+    sel.add_argument("--feedback", default=None, metavar="FILE.parquet", help="per-row feedback (sf_id or id, feedback) from training on an earlier round")
+    sel.add_argument("--previous", nargs="+", metavar="RUN_DIR", default=[], help="earlier rounds' output folders: their rows are never selected again")
     sel.add_argument("--dry-run", action="store_true", help="print the plan (stages, what the embedding store already holds, estimated time and memory) and exit")
 
     emb = sub.add_parser("embed", help="embed and index a corpus into the cache (no selection)")
@@ -202,7 +206,9 @@ def cmd_select(args) -> int:
     if args.dry_run:
         return _print_plan(args, options)
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
-                                options={args.sampler: options})
+                                options={args.sampler: options}, target=args.target,
+                                target_text_columns=args.target_text or [], feedback=args.feedback,
+                                previous_runs=args.previous)
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
     result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
     dc = result["diversity"]

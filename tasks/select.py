@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,45 +12,74 @@ from prefect.logging import get_run_logger
 
 from .embedding.index import load_index, searcher
 from .io.atomic import atomic_path, write_json
-from .io.hashing import config_hash
+from .io.hashing import config_hash, file_hash
+from .io.rounds import feedback_scores, previous_rows
 from .io.workspace import Workspace
 from .samplers import SelectionInput, get_sampler, resolve_budget
 
 
-def load_selection_input(prepared: dict, embedded: dict, index: dict | None) -> SelectionInput:
+def load_selection_input(prepared: dict, embedded: dict, index: dict | None, target: dict | None = None,
+                         feedback: str | None = None, previous: list[str] | None = None) -> tuple[SelectionInput, dict]:
+    """The sampler's input, plus facts for the diagnostics (ids of earlier rounds or feedback not found)."""
     cols = ["id", "quality", "labels", "group"]
     frame = pl.read_parquet(prepared["prepared_path"], columns=cols)
     knn = None
     if index is not None:
         faiss_index, _ = load_index(index["path"])
         knn = searcher(faiss_index)
-    return SelectionInput(
+    ids = frame["id"].to_numpy()
+    facts: dict = {}
+    prev = None
+    if previous:
+        prev, facts["previous_ids_not_in_corpus"] = previous_rows(previous, ids)
+        facts["previous_rows"] = int(len(prev))
+    fb = None
+    if feedback:
+        fb, facts["feedback_ids_not_in_corpus"] = feedback_scores(feedback, ids)
+        facts["feedback_rows"] = int(np.isfinite(fb).sum())
+    data = SelectionInput(
         embeddings=np.load(embedded["matrix_path"], allow_pickle=False),
         quality=frame["quality"].to_numpy() if prepared["has_quality"] else None,
         labels=[tuple(x) for x in frame["labels"].to_list()] if prepared["has_labels"] else None,
         groups=frame["group"].to_numpy() if prepared["has_groups"] else None,
-        ids=frame["id"].to_numpy(),
+        ids=ids,
         knn=knn,
+        target_embeddings=np.load(target["matrix_path"], allow_pickle=False) if target else None,
+        feedback=fb,
+        previous_rows=prev,
     )
+    return data, facts
 
 
 @task(name="select", cache_policy=NONE)
 def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str, options: dict,
-                budget: float, seed: int, cache_dir: str) -> dict:
+                budget: float, seed: int, cache_dir: str, target: dict | None = None, feedback: str | None = None,
+                previous: list[str] | None = None) -> dict:
     logger = get_run_logger()
     chosen = get_sampler(sampler, options)  # validates the options before any work
     n_budget = resolve_budget(budget, prepared["n_usable"])
+    rounds = {"target": target["key"] if target else None,
+              "feedback": file_hash(feedback) if feedback else None,
+              "previous": [file_hash(p if not Path(p).is_dir() else Path(p) / "selected.parquet") for p in previous or []]}
     key = config_hash({"matrix": embedded["key"], "sampler": sampler, "options": chosen.options.model_dump(),
-                       "budget": n_budget, "seed": seed, "index": index["key"] if index else None})
+                       "budget": n_budget, "seed": seed, "index": index["key"] if index else None, "rounds": rounds})
     folder = Workspace(cache_dir).selection_dir(key)
     meta_path = folder / "selection.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         logger.info("reusing the cached %s selection of %d rows", sampler, n_budget)
         return {**meta, "reused": True}
-    data = load_selection_input(prepared, embedded, index)
+    data, facts = load_selection_input(prepared, embedded, index, target, feedback, previous)
+    available = prepared["n_usable"] - (len(data.previous_rows) if data.previous_rows is not None else 0)
+    if data.previous_rows is not None and n_budget > available:
+        from .errors import ConfigError
+
+        raise ConfigError(f"Budget of {n_budget} rows is more than the {available} rows not selected in earlier rounds.")
     t0 = time.perf_counter()
     selection = chosen.select(data, n_budget, seed)
+    if data.previous_rows is not None and np.isin(selection.rows, data.previous_rows).any():
+        raise AssertionError(f"sampler {sampler!r} selected a row of an earlier round")
+    selection.diagnostics.update(facts)
     seconds = time.perf_counter() - t0
     arrays = folder / "selection.npz"
     with atomic_path(arrays, suffix=".npz") as tmp:

@@ -50,6 +50,7 @@ def provenance_frame(
     """Provenance columns, one row per selected row, in rank order."""
     nearest_ids = [ids[int(rows[p])] if p >= 0 else None for p in nearest_pos]
     return pl.DataFrame({
+        "sf_id": pl.Series([ids[int(r)] for r in rows], dtype=pl.String),
         "sf_sampler": [sampler] * len(rows),
         "sf_rank": np.arange(len(rows), dtype=np.int64),
         "sf_score": np.asarray(scores, dtype=np.float64),

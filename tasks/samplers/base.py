@@ -96,6 +96,9 @@ class Sampler(ABC):
     Options: ClassVar[type[SamplerOptions]] = SamplerOptions
     # Whether the sampler needs strictly positive quality scores when a quality column is given.
     requires_positive_quality: ClassVar[bool] = False
+    # Samplers that condition on earlier rounds themselves (e.g. greedy methods continuing from them) set
+    # this; for the others, select() runs them on the rows not selected before.
+    handles_previous_rows: ClassVar[bool] = False
 
     def __init__(self, options: SamplerOptions | dict | None = None):
         if options is None:
@@ -129,8 +132,21 @@ class Sampler(ABC):
                     f"Sampler {self.name!r} needs quality scores {requirement}; {where} has {float(data.quality[bad])!r}. "
                     "Rescale the quality column, drop those rows, or run without --quality."
                 )
-        selection = self._select(data, int(budget), int(seed))
-        _check_selection(self.name, selection, int(budget), n)
+        previous = data.previous_rows
+        if previous is not None and len(previous):
+            remaining = n - len(np.unique(previous))
+            if budget > remaining:
+                raise ConfigError(f"Budget of {budget} rows is more than the {remaining} rows not selected in earlier rounds.")
+        if previous is not None and len(previous) and not self.handles_previous_rows:
+            keep = np.setdiff1d(np.arange(n), np.asarray(previous, dtype=np.int64))
+            selection = self._select(subset_input(data, keep), int(budget), int(seed))
+            _check_selection(self.name, selection, int(budget), len(keep))
+            selection.rows = keep[selection.rows]
+        else:
+            selection = self._select(data, int(budget), int(seed))
+            _check_selection(self.name, selection, int(budget), n)
+        if previous is not None and len(previous) and np.isin(selection.rows, previous).any():
+            raise AssertionError(f"sampler {self.name!r} selected a row of an earlier round")
         return selection
 
     def quality_requirement(self) -> str | None:
@@ -140,6 +156,22 @@ class Sampler(ABC):
     @abstractmethod
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
         """Implementations: the algorithm itself; inputs are already validated."""
+
+
+def subset_input(data: SelectionInput, rows: np.ndarray) -> SelectionInput:
+    """The input restricted to `rows` (positions renumbered 0..len(rows)-1; no index, no earlier rounds)."""
+    take = lambda a: None if a is None else np.asarray(a)[rows]
+    return SelectionInput(
+        embeddings=np.ascontiguousarray(data.embeddings[rows]),
+        quality=take(data.quality),
+        labels=None if data.labels is None else [data.labels[i] for i in rows],
+        groups=take(data.groups),
+        knn=None,
+        ids=take(data.ids),
+        target_embeddings=data.target_embeddings,
+        feedback=take(data.feedback),
+        previous_rows=None,
+    )
 
 
 def _check_embeddings(embeddings: np.ndarray) -> None:

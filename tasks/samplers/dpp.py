@@ -125,6 +125,7 @@ class DPPSampler(Sampler):
     description = "DPP: quality-diversity kernel diag(q)(K+eps I)diag(q); fast greedy MAP (partitioned for large pools) or an exact k-DPP draw."
     Options = DPPOptions
     requires_positive_quality = False
+    handles_previous_rows = True
 
     def quality_requirement(self) -> str | None:
         # Quality scales label mass (MIG) or enters as quality^theta (DPP): negative scores have no meaning there.

@@ -800,6 +800,7 @@ class InfluenceSampler(Sampler):
     name = "influence"
     description = "Influence scores (EL2N, GraNd, forgetting, VoG, TracIn toward a target) from a proxy model on the embeddings; keep the top, bottom or middle, per class or UCB-balanced over clusters."
     Options = InfluenceOptions
+    handles_previous_rows = True
 
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
         with _torch_threads(self.options.threads):

@@ -363,6 +363,7 @@ class KMeansSampler(Sampler):
     description = "kMQ: k-means clusters, budget in proportion to cluster size, quality-weighted draws inside each cluster; iterative refinement from training feedback; optional k by silhouette or k-center greedy."
     Options = KMeansOptions
     requires_positive_quality = False
+    handles_previous_rows = True
 
     def quality_requirement(self) -> str | None:
         # Draws proportional to quality need non-negative weights; softmax weights accept any score.

@@ -732,6 +732,7 @@ class MIGSampler(Sampler):
     description = "MIG: greedy maximisation of information gain over a label graph (tags, or k-means clusters when there are none)."
     Options = MIGOptions
     requires_positive_quality = False
+    handles_previous_rows = True
 
     def quality_requirement(self) -> str | None:
         # Quality scales label mass (MIG) or enters as quality^theta (DPP): negative scores have no meaning there.

@@ -124,3 +124,16 @@ def test_invariants_on_arbitrary_small_inputs(name, case):
     assert np.all(np.isfinite(sel.scores)) and np.all(sel.weights > 0)
     again = get_sampler(name).select(data, budget, seed=seed % 1000)
     np.testing.assert_array_equal(sel.rows, again.rows)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_earlier_rounds_are_never_selected_again(name, small_input):
+    first = get_sampler(name).select(small_input, 60, seed=2)
+    later = replace(small_input, previous_rows=first.rows,
+                    feedback=np.where(np.isin(np.arange(small_input.n_rows), first.rows), 1.0, np.nan))
+    second = get_sampler(name, {"k": get_sampler(name).select(small_input, 60, seed=2).diagnostics["k"]}
+                         if name == "kmeans" else None).select(later, 80, seed=2)
+    assert len(np.unique(second.rows)) == 80
+    assert not np.isin(second.rows, first.rows).any()
+    with pytest.raises(ConfigError, match="not selected in earlier rounds"):
+        get_sampler(name).select(later, small_input.n_rows - 59, seed=2)
