@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_sampler_help())
     _add_corpus_args(sel)
     sel.add_argument("--out", default="selectflow-output", metavar="DIR", help="output folder (default: ./selectflow-output)")
-    sel.add_argument("--sampler", default="kmeans", help="selection method (default: kmeans); see below")
+    sel.add_argument("--sampler", default="kmeans", help="selection method (default: kmeans); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
     sel.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
     sel.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sel.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
@@ -200,8 +200,12 @@ def cmd_select(args) -> int:
 
     from selectflow.tasks.errors import ConfigError
 
-    if args.sampler not in SAMPLERS:
-        raise ConfigError(f"Unknown sampler {args.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    names = [n.strip() for n in args.sampler.split(",") if n.strip()]
+    for name in names:
+        if name not in SAMPLERS:
+            raise ConfigError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    if len(names) > 1:
+        return _select_many(args, names)
     options = dict(args.option)
     if args.dry_run:
         return _print_plan(args, options)
@@ -219,6 +223,32 @@ def cmd_select(args) -> int:
     print(f"  selected rows: {result['parquet']}")
     print(f"  report:        {result['report']}")
     print(f"  manifest:      {result['manifest']}")
+    return 0
+
+
+def _select_many(args, names: list[str]) -> int:
+    """Several samplers on one embedding pass, then one comparison report. -o options go to every sampler that has them."""
+    from selectflow.flows.params import OutputParams, SelectionParams
+    from selectflow.flows.pipeline import select_many
+    from selectflow.tasks.errors import ConfigError
+    from selectflow.tasks.samplers import SAMPLERS
+
+    options = dict(args.option)
+    unknown = [k for k in options if not any(k in SAMPLERS[n].Options.model_fields for n in names)]
+    if unknown:
+        raise ConfigError(f"Option {unknown[0]!r} belongs to none of the samplers {', '.join(names)}.")
+    per_sampler = {n: {k: v for k, v in options.items() if k in SAMPLERS[n].Options.model_fields} for n in names}
+    selection = SelectionParams(sampler=names[0], budget=args.budget, seed=args.seed, options=per_sampler,
+                                target=args.target, target_text_columns=args.target_text or [], feedback=args.feedback,
+                                previous_runs=args.previous)
+    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    result = select_many(names, _corpus(args), _encoder(args), selection, output, _runner(args))
+    for run in result["runs"]:
+        dc = run["diversity"]
+        print(f"{run['selection']['sampler']:>12}: {run['selected']} rows, coverage distance "
+              f"{dc['selected']['coverage_distance']:.4f} (random {dc['random']['coverage_distance']['mean']:.4f}) -> {run['out_dir']}")
+    if result["comparison"]:
+        print(f"  comparison: {result['comparison'].get('report', result['comparison'])}")
     return 0
 
 
