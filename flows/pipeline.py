@@ -5,10 +5,11 @@ select_subset: embed_corpus, then sampler -> selected.parquet + manifest.json + 
 """
 
 import time
+from pathlib import Path
 
 from prefect import flow, unmapped
 
-from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SelectionParams
+from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SamplerName, SelectionParams
 from selectflow.tasks.corpus import prepare_corpus_task
 from selectflow.flows.runners import RunnerParams, make_task_runner
 from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embedding_task
@@ -67,21 +68,17 @@ def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: st
     return embed_corpus.with_options(task_runner=make_task_runner(runner))(corpus, encoder, cache_dir, runner)
 
 
-@flow(name="select-subset", log_prints=True)
-def select_subset(
-    corpus: CorpusParams = CorpusParams(),
-    encoder: EncoderParams = EncoderParams(),
-    selection: SelectionParams = SelectionParams(),
-    output: OutputParams = OutputParams(),
-    runner: RunnerParams = RunnerParams(),
-) -> dict:
-    """The whole pipeline: embed the corpus, select a subset, write the Parquet, manifest and audit report."""
-    config = {"corpus": corpus.model_dump(), "encoder": encoder.model_dump(),
-              "selection": {"sampler": selection.sampler, "budget": selection.budget, "seed": selection.seed,
-                            "options": selection.sampler_options()}}
-    run_key = config_hash(config)
-    out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
-    embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
+def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams) -> dict:
+    """Everything that decides a run's outputs: its identity (run key) and the manifest's configuration."""
+    return {"corpus": corpus.model_dump(), "encoder": encoder.model_dump(),
+            "selection": {"sampler": selection.sampler, "budget": selection.budget, "seed": selection.seed,
+                          "options": selection.sampler_options(), "target": selection.target,
+                          "target_text_columns": selection.target_text_columns, "feedback": selection.feedback,
+                          "previous_runs": selection.previous_runs}}
+
+
+def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
+                      output: OutputParams, runner: RunnerParams, out_dir, run_key: str, config: dict) -> dict:
     cache, timer = embedded["cache_dir"], _Timer()
     timer.seconds.update(embedded["timings"])
     target = None
@@ -96,3 +93,46 @@ def select_subset(
     publish_artifacts_task(outputs, embedded["prepared"], chosen)
     return {**outputs, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"],
             "index": embedded["index"], "selection": chosen}
+
+
+@flow(name="select-subset", log_prints=True)
+def select_subset(
+    corpus: CorpusParams = CorpusParams(),
+    encoder: EncoderParams = EncoderParams(),
+    selection: SelectionParams = SelectionParams(),
+    output: OutputParams = OutputParams(),
+    runner: RunnerParams = RunnerParams(),
+) -> dict:
+    """The whole pipeline: embed the corpus, select a subset, write the Parquet, manifest and audit report."""
+    config = _run_config(corpus, encoder, selection)
+    run_key = config_hash(config)
+    out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
+    embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
+    return _select_and_write(embedded, corpus, encoder, selection, output, runner, out_dir, run_key, config)
+
+
+@flow(name="select-many", log_prints=True)
+def select_many(
+    samplers: list[SamplerName],
+    corpus: CorpusParams = CorpusParams(),
+    encoder: EncoderParams = EncoderParams(),
+    selection: SelectionParams = SelectionParams(),
+    output: OutputParams = OutputParams(),
+    runner: RunnerParams = RunnerParams(),
+) -> dict:
+    """Several samplers on one embedding pass: one output folder each under out_dir, then a comparison report."""
+    from selectflow.flows.compare import compare_runs
+
+    planned = []
+    for name in dict.fromkeys(samplers):  # keep order, drop repeats
+        chosen = selection.model_copy(update={"sampler": name})
+        config = _run_config(corpus, encoder, chosen)
+        run_key = config_hash(config)
+        # Every folder is checked before any work, so a refusal never leaves half of the runs written.
+        planned.append((chosen, config, run_key, check_output_dir(Path(output.out_dir) / name, run_key, output.overwrite)))
+    embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
+    runs = [_select_and_write(embedded, corpus, encoder, chosen, output, runner, out, key, config)
+            for chosen, config, key, out in planned]
+    comparison = compare_runs([r["out_dir"] for r in runs], out_dir=str(Path(output.out_dir) / "compare"),
+                              seed=selection.seed, overwrite=True) if len(runs) > 1 else None
+    return {"runs": runs, "comparison": comparison, "embedded": embedded["embedded"], "prepared": embedded["prepared"]}

@@ -38,7 +38,9 @@ class EmbeddingResult:
 
 def encoding_settings(info: EncoderInfo, precision: str = "float32") -> dict:
     # Batch size and device do not change the vectors (beyond float noise), so they are not part of the key.
-    return {"max_seq_length": info.max_seq_length, "normalize": True, "precision": precision}
+    # The backend and its export do: stored vectors of torch, ONNX and int8 runs never mix.
+    return {"max_seq_length": info.max_seq_length, "normalize": True, "precision": precision,
+            "backend": info.backend, "backend_hash": info.backend_hash}
 
 
 def read_digests(prepared_path: str | Path) -> np.ndarray:
@@ -216,3 +218,33 @@ def _quiet_transformers() -> None:
         hf_logging.set_verbosity_error()
     except Exception:  # pragma: no cover - logging tweaks are best-effort
         pass
+
+
+def export_embeddings(prepared_path: str | Path, matrix_path: str | Path, out_path: str | Path,
+                      id_column: str = "id", metadata: dict | None = None, chunk: int = 65_536) -> int:
+    """Write the ids of the prepared rows beside their embeddings as Parquet (atomically); returns the row count.
+
+    The `embedding` column is a fixed-size list of float32, the type polars reads as Array(Float32, D)
+    and `--embeddings COL` accepts; rows stay in corpus order. `metadata` goes into the file's schema.
+    """
+    import json
+
+    import pyarrow as pa
+
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".parquet":
+        raise InputError(f"--export {out_path}: the embeddings file must end in .parquet.")
+    matrix = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
+    ids = pq.read_table(prepared_path, columns=["id"]).column("id")
+    if len(ids) != matrix.shape[0]:
+        raise InputError(f"{matrix_path}: has {matrix.shape[0]} rows but the prepared corpus has {len(ids)}; run embed again.")
+    dim = int(matrix.shape[1])
+    schema = pa.schema([(id_column, pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
+                       metadata={"selectflow": json.dumps(metadata or {}, sort_keys=True, default=str)})
+    with atomic_path(out_path, suffix=".parquet") as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for start in range(0, len(ids), chunk):
+                block = np.ascontiguousarray(matrix[start : start + chunk], dtype=np.float32)
+                vectors = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
+                writer.write_table(pa.Table.from_arrays([ids.slice(start, len(block)).cast(pa.string()), vectors], schema=schema))
+    return len(ids)
