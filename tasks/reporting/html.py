@@ -10,6 +10,8 @@ import math
 from typing import Any
 
 PALETTE = {"pool": "#9aa5b1", "selected": "#d9480f", "random": "#1c7ed6", "line": "#2b8a3e"}
+# One colour per series after the pool (runs in a comparison); the first three match PALETTE.
+SERIES_COLOURS = ("#d9480f", "#1c7ed6", "#2b8a3e", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
 
 
 def esc(value: Any) -> str:
@@ -53,15 +55,17 @@ def scatter(pool: list, selected: list, title: str, width: int = 640, height: in
             f'{dots(selected, PALETTE["selected"], 2.6, 0.9)}{legend}</svg><figcaption>{esc(title)}</figcaption></figure>')
 
 
-def bars(categories: list[str], series: dict[str, list[float]], title: str, width: int = 720, percent: bool = True) -> str:
+def bars(categories: list[str], series: dict[str, list[float]], title: str, width: int = 720, percent: bool = True,
+         colours: list[str] | None = None) -> str:
     """Grouped horizontal bars: one row per category, one bar per series."""
     if not categories:
         return ""
     row_h, bar_h, label_w = 8 + 9 * len(series), 8, 190
     height = 30 + row_h * len(categories)
     vmax = max((v for vals in series.values() for v in vals), default=1.0) or 1.0
+    width = max(width, label_w + 110 * len(series))  # room for every legend entry
     scale = (width - label_w - 70) / vmax
-    colours = list(PALETTE.values())
+    colours = colours or list(PALETTE.values()) + list(SERIES_COLOURS[3:])
     parts = []
     for i, cat in enumerate(categories):
         y = 24 + i * row_h
@@ -116,6 +120,67 @@ def histogram(edges: list[float], counts: list[float], title: str, width: int = 
             f'<figcaption>{esc(title)}</figcaption></figure>')
 
 
+def point_bounds(*point_lists: list) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) over several point lists, so several maps can share their axes."""
+    pts = [p for pl_ in point_lists for p in pl_]
+    if not pts:
+        return (0.0, 1.0, 0.0, 1.0)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return (min(xs), max(xs), min(ys), max(ys))
+
+
+def multi_scatter(background: list, series: dict[str, list], title: str, width: int = 640, height: int = 440,
+                  bounds: tuple | None = None, colour_offset: int = 0) -> str:
+    """A 2-D map: background points in grey, then one colour per series (SERIES_COLOURS, from colour_offset)."""
+    x0, x1, y0, y1 = bounds or point_bounds(background, *series.values())
+    per_row = max(1, width // 210)
+    legend_rows = 1 + len(series) // per_row
+    top = 8 + 14 * legend_rows
+    sx = (width - 40) / ((x1 - x0) or 1.0)
+    sy = (height - top - 20) / ((y1 - y0) or 1.0)
+
+    def dots(points, colour, r, opacity):
+        return "".join(
+            f'<circle cx="{20 + (x - x0) * sx:.1f}" cy="{height - 20 - (y - y0) * sy:.1f}" r="{r}" fill="{colour}" fill-opacity="{opacity}"/>'
+            for x, y in points
+        )
+
+    names = [f"pool (sample of {len(background)})"] + [f"{n} ({len(p)})" for n, p in series.items()]
+    colours = [PALETTE["pool"]] + [SERIES_COLOURS[(colour_offset + j) % len(SERIES_COLOURS)] for j in range(len(series))]
+    step = (width - 24) / per_row
+    legend = "".join(f'<text x="{12 + step * (j % per_row):.0f}" y="{16 + 14 * (j // per_row)}" font-size="12" fill="{c}">● {esc(n[:28])}</text>'
+                     for j, (n, c) in enumerate(zip(names, colours)))
+    body = dots(background, PALETTE["pool"], 1.4, 0.4) + "".join(
+        dots(points, colours[1 + j], 2.2, 0.75) for j, points in enumerate(series.values()))
+    return (f'<figure><svg class="chart" role="img" aria-label="{esc(title)}" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect width="100%" height="100%" fill="#fff"/>{body}{legend}</svg><figcaption>{esc(title)}</figcaption></figure>')
+
+
+def heatmap(labels: list[str], values: list[list[float]], title: str, cell: int = 72) -> str:
+    """A square matrix of values in [0, 1] (e.g. Jaccard similarity), darker for higher, with each value written in."""
+    if not labels:
+        return ""
+    label_w, top = 130, 24
+    width, height = label_w + cell * len(labels) + 10, top + cell * len(labels) + 10
+    parts = []
+    for i, name in enumerate(labels):
+        parts.append(f'<text x="{label_w - 6}" y="{top + i * cell + cell / 2 + 4:.1f}" font-size="11" text-anchor="end">{esc(name[:18])}</text>')
+        parts.append(f'<text x="{label_w + i * cell + cell / 2:.1f}" y="{top - 8}" font-size="10" text-anchor="middle">{esc(name[:11])}</text>')
+        for j, v in enumerate(values[i]):
+            v = min(max(float(v), 0.0), 1.0)
+            # White to the palette's blue (28, 126, 214); text turns white on dark cells.
+            fill = "#{:02x}{:02x}{:02x}".format(*(round(255 - (255 - c) * v) for c in (28, 126, 214)))
+            ink = "#fff" if v > 0.55 else "#212529"
+            x, y = label_w + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{fill}" stroke="#dee2e6">'
+                         f'<title>{esc(labels[i])} / {esc(labels[j])}: {v:.3f}</title></rect>'
+                         f'<text x="{x + cell / 2 - 1:.1f}" y="{y + cell / 2 + 3:.1f}" font-size="11" text-anchor="middle" fill="{ink}">{v:.2f}</text>')
+    return (f'<figure><svg class="chart" role="img" aria-label="{esc(title)}" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" xmlns="http://www.w3.org/2000/svg"><rect width="100%" height="100%" fill="#fff"/>{"".join(parts)}</svg>'
+            f'<figcaption>{esc(title)}</figcaption></figure>')
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#212529;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #dee2e6;padding-bottom:.3rem;margin-top:2rem}
@@ -123,6 +188,8 @@ table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.85rem}th,td{border
 th{background:#f1f3f5}td.text,pre{white-space:pre-wrap;word-break:break-word;max-width:640px}
 figure{margin:.5rem 0 1rem}figcaption{font-size:.8rem;color:#495057}.muted{color:#6c757d;font-size:.85rem}
 .kv td:first-child{font-weight:600}pre{font-size:.8rem;background:#f8f9fa;padding:.5rem;margin:0}
+svg.chart{max-width:100%;height:auto}.panels{display:flex;flex-wrap:wrap;gap:0 1rem}
+td{overflow-wrap:anywhere}table.examples td{white-space:pre-wrap}
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}figure,table{break-inside:avoid}}
 """
 
