@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sel.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
     sel.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+    sel.add_argument("--format", dest="formats", default="parquet", help="comma-separated output formats of the selected rows: parquet (always), jsonl, hf (a Hugging Face dataset folder); default: parquet")
     sel.add_argument("--target", default=None, metavar="CORPUS", help="a second corpus to select toward (influence sampler's target set)")
     sel.add_argument("--target-text", nargs="+", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
     sel.add_argument("--feedback", default=None, metavar="FILE.parquet", help="per-row feedback (sf_id or id, feedback) from training on an earlier round")
@@ -180,6 +181,10 @@ def _corpus(args):
     return CorpusParams(**fields)
 
 
+def _formats(args) -> list[str]:
+    return sorted({"parquet", *[f.strip() for f in args.formats.split(",") if f.strip()]})
+
+
 def _runner(args):
     from selectflow.flows.runners import RunnerParams
 
@@ -213,7 +218,7 @@ def cmd_select(args) -> int:
                                 options={args.sampler: options}, target=args.target,
                                 target_text_columns=args.target_text or [], feedback=args.feedback,
                                 previous_runs=args.previous)
-    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
     dc = result["diversity"]
     print(f"selected {result['selected']} of {result['prepared']['n_usable']} usable rows with {args.sampler} "
@@ -241,7 +246,7 @@ def _select_many(args, names: list[str]) -> int:
     selection = SelectionParams(sampler=names[0], budget=args.budget, seed=args.seed, options=per_sampler,
                                 target=args.target, target_text_columns=args.target_text or [], feedback=args.feedback,
                                 previous_runs=args.previous)
-    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_many(names, _corpus(args), _encoder(args), selection, output, _runner(args))
     for run in result["runs"]:
         dc = run["diversity"]

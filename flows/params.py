@@ -97,4 +97,5 @@ class OutputParams(BaseModel):
 
     out_dir: str = Field(default="selectflow-output", description="Output folder for selected.parquet, manifest.json, report.json and report.html.")
     overwrite: bool = Field(default=False, description="Replace an output folder that holds another run.")
+    formats: list[Literal["parquet", "jsonl", "hf"]] = Field(default_factory=lambda: ["parquet"], description="Formats of the selected rows: parquet (always written), jsonl (selected.jsonl), hf (selected_hf/, a Hugging Face dataset folder for load_from_disk).")
     cache_dir: Optional[str] = Field(default=None, description="Cache for prepared corpora, embeddings and indexes. Empty: $SELECTFLOW_CACHE or ~/.cache/selectflow.")

@@ -89,7 +89,7 @@ def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderPara
                        selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
                        target, selection.feedback, selection.previous_runs)
     outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
-                                 chosen, str(out_dir), run_key, config, timer.seconds)
+                                 chosen, str(out_dir), run_key, config, timer.seconds, tuple(output.formats))
     publish_artifacts_task(outputs, embedded["prepared"], chosen)
     return {**outputs, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"],
             "index": embedded["index"], "selection": chosen}

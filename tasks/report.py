@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE
 from .io.atomic import write_json, write_text
 from .io.corpus import CorpusSpec, read_original_rows
 from .io.changes import changes_since_previous
-from .io.outputs import provenance_frame, write_parquet
+from .io.outputs import provenance_frame, write_hf_dataset, write_jsonl, write_parquet
 from .reporting.build import analysis_k, build_report
 from .reporting.metrics import nearest_selected
 from .samplers.clustering import kmeans
@@ -48,7 +48,7 @@ def _texts_by_row(prepared_path: str):
 
 @task(name="write-outputs", cache_policy=NONE)
 def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict | None, selection: dict,
-                       out_dir: str, run_key: str, config: dict, timings: dict) -> dict:
+                       out_dir: str, run_key: str, config: dict, timings: dict, formats: tuple = ("parquet",)) -> dict:
     t0 = time.perf_counter()
     out = Path(out_dir)
     emb = np.load(embedded["matrix_path"], mmap_mode="r")
@@ -69,7 +69,15 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
     originals = read_original_rows(corpus_spec, input_rows)
     provenance = provenance_frame(ids=ids, rows=rows, sampler=selection["sampler"], scores=arrays["scores"],
                                   weights=arrays["weights"], clusters=clusters, nearest_pos=nearest_pos, nearest_sim=nearest_sim)
-    write_parquet(pl.concat([originals, provenance], how="horizontal"), out / "selected.parquet")
+    selected = pl.concat([originals, provenance], how="horizontal")
+    write_parquet(selected, out / "selected.parquet")
+    outputs = ["selected.parquet"]
+    if "jsonl" in formats:
+        write_jsonl(selected, out / "selected.jsonl")
+        outputs.append("selected.jsonl")
+    if "hf" in formats:
+        write_hf_dataset(selected, out / "selected_hf")
+        outputs.append("selected_hf/")
 
     exact_dupes = int(frame.select(pl.col("text_hash").is_duplicated().sum()).item())
     n_excluded = prepared["n_read"] - prepared["n_usable"]
@@ -125,7 +133,7 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
                         "selection_arrays": selection["arrays"]},
         "library_versions": library_versions(),
         "timings_seconds": timings,
-        "outputs": ["selected.parquet", "report.json", "report.html"],
+        "outputs": outputs + ["report.json", "report.html"],
     }
     write_json(out / "manifest.json", manifest)  # last: a folder with a manifest is a complete run
     return {"out_dir": str(out), "selected": len(rows), "report": str(out / "report.html"),

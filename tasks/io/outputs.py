@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from .atomic import atomic_path
 
 OUTPUT_FILES = ("selected.parquet", "manifest.json", "report.json", "report.html")
+FORMATS = ("parquet", "jsonl", "hf")
 
 
 def check_output_dir(out_dir: str | Path, run_key: str, overwrite: bool) -> Path:
@@ -41,6 +42,54 @@ def write_parquet(df: pl.DataFrame, final: str | Path) -> Path:
     with atomic_path(final, suffix=".parquet") as tmp:
         df.write_parquet(tmp, compression="zstd")
     return Path(final)
+
+
+def write_jsonl(df: pl.DataFrame, final: str | Path) -> Path:
+    with atomic_path(final, suffix=".jsonl") as tmp:
+        df.write_ndjson(tmp)
+    return Path(final)
+
+
+def write_hf_dataset(df: pl.DataFrame, folder: str | Path) -> Path:
+    """A folder that `datasets.load_from_disk` opens: one Arrow stream file plus its JSON metadata.
+
+    Written without the `datasets` library (its on-disk format is an Arrow IPC stream, `state.json`
+    naming the files, and `dataset_info.json`); built in a temporary folder and renamed into place.
+    """
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        table = df.to_arrow()
+        name = "data-00000-of-00001.arrow"
+        with pa.OSFile(str(tmp / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        fingerprint = hashlib.blake2b((tmp / name).read_bytes(), digest_size=8).hexdigest()
+        (tmp / "state.json").write_text(json.dumps({
+            "_data_files": [{"filename": name}], "_fingerprint": fingerprint, "_format_columns": None,
+            "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}, indent=2))
+        (tmp / "dataset_info.json").write_text(json.dumps({
+            "description": "Rows selected by selectflow, with provenance columns (sf_*).", "citation": "",
+            "homepage": "", "license": "", "features": None}, indent=2))
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def provenance_frame(

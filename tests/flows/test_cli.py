@@ -48,8 +48,16 @@ def test_bad_budget_is_rejected_before_any_work(budget, capsys):
 def test_select_runs_and_writes_outputs(tmp_path, bundled_slice, capsys):
     out = tmp_path / "cli"
     code = main(["select", str(bundled_slice), "--id", "id", "--group", "source", "--sampler", "random",
-                 "--budget", "7", "--seed", "2", "--out", str(out), "--device", "cpu"])
+                 "--budget", "7", "--seed", "2", "--out", str(out), "--device", "cpu", "--format", "jsonl,hf"])
     assert code == 0
     assert "selected 7 of 80" in capsys.readouterr().out
-    assert pl.read_parquet(out / "selected.parquet").height == 7
+    parquet = pl.read_parquet(out / "selected.parquet")
+    assert parquet.height == 7
+    assert pl.read_ndjson(out / "selected.jsonl").equals(parquet)
+    # The Hugging Face folder reads back as the same rows (through selectflow's own save_to_disk reader).
+    from selectflow.tasks.io.corpus import scan
+
+    lf, fmt, columns = scan(out / "selected_hf")
+    assert fmt == "hf" and columns == parquet.columns
+    assert lf.collect().select(columns).equals(parquet)
     assert json.loads((out / "manifest.json").read_text())["budget"] == {"requested": 7, "rows": 7}
