@@ -14,6 +14,7 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
+from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from .embedding.embed import assemble_matrix, encode_positions, encoding_settings, open_store, plan_units
@@ -23,6 +24,7 @@ from .io.atomic import write_npy
 from .io.hashing import config_hash
 from .io.workspace import Workspace
 
+GPU_CONCURRENCY_LIMIT = "selectflow-gpu"
 _bars: dict = {}
 _bars_lock = threading.Lock()
 
@@ -90,7 +92,13 @@ def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, b
         if bar is not None:
             _advance(bar, min(offset + done, total))
 
-    return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress)
+    device = plan["devices"][unit]
+    if not device.startswith("cuda"):
+        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress)
+    # GPU units of every flow run share one global concurrency limit (`prefect gcl create selectflow-gpu --limit N`),
+    # so concurrent runs never put two encoders on a GPU that holds one; without the limit this does not wait.
+    with concurrency(GPU_CONCURRENCY_LIMIT, occupy=1, strict=False):
+        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress)
 
 
 def _advance(bar, position: int) -> None:
