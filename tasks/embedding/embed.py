@@ -66,19 +66,37 @@ def plan_units(prepared_path: str | Path, store: EmbeddingStore, unit_rows: int 
     return [positions[i : i + unit_rows] for i in range(0, len(positions), unit_rows)]
 
 
-def _encode_batchwise(model, texts: list[str], batch_size: int) -> np.ndarray:
-    """model.encode, halving the batch size on a GPU out-of-memory error instead of failing the run."""
-    while True:
-        try:
-            return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
-        except Exception as exc:  # torch.cuda.OutOfMemoryError without importing torch here
-            if type(exc).__name__ != "OutOfMemoryError" or batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            import torch
+def encode_texts(model, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm embeddings and token counts (after truncation) of `texts`, tokenizing each text once.
 
-            torch.cuda.empty_cache()
+    The same computation as SentenceTransformer.encode (tokenize, forward, pool, normalise), done batch
+    by batch here so the token counts that tell truncation come from the one tokenization the model
+    uses. A GPU out-of-memory error halves the batch size and retries instead of failing the run.
+    """
+    import torch
+
+    dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    lengths = np.empty(len(texts), dtype=np.int32)
+    start = 0
+    with torch.inference_mode():
+        while start < len(texts):
+            batch = texts[start : start + batch_size]
+            try:
+                features = model.tokenize(batch)
+                counts = features["attention_mask"].sum(dim=1)
+                features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+                emb = torch.nn.functional.normalize(model.forward(features)["sentence_embedding"].float(), p=2, dim=1)
+            except Exception as exc:  # torch.cuda.OutOfMemoryError
+                if type(exc).__name__ != "OutOfMemoryError" or batch_size == 1:
+                    raise
+                batch_size = max(1, batch_size // 2)
+                torch.cuda.empty_cache()
+                continue
+            out[start : start + len(batch)] = emb.cpu().numpy()
+            lengths[start : start + len(batch)] = counts.cpu().numpy()
+            start += len(batch)
+    return out, lengths
 
 
 def encode_positions(
@@ -93,14 +111,14 @@ def encode_positions(
 ) -> int:
     """Encode the texts at `positions` of the prepared corpus into store shards; returns how many were encoded.
 
-    Texts are read in windows (never the whole column), sorted by token length inside a window so that
-    batches hold similar lengths, and written in shards of `shard_rows`: a killed run keeps every shard
-    it finished. Positions whose text reached the store meanwhile (another worker, an earlier try) are skipped.
+    Texts are read in windows (never the whole column), sorted by length inside a window so that batches
+    hold similar lengths (less padding), and written in shards of `shard_rows`: a killed run keeps every
+    shard it finished. Positions whose text reached the store meanwhile (another worker, an earlier try)
+    are skipped.
     """
     wanted = np.asarray(positions, dtype=np.int64)
     if len(wanted) == 0:
         return 0
-    tokenizer = model.tokenizer
     _quiet_transformers()
     done = 0
     window_texts: list[str] = []
@@ -115,20 +133,18 @@ def encode_positions(
         texts = [window_texts[i] for i in keep]
         digests = digests[keep]
         if texts:
-            lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False,
-                                                              return_attention_mask=False,
-                                                              return_token_type_ids=False)["input_ids"]], dtype=np.int32)
-            order = np.argsort(-lengths, kind="stable")  # long first: similar lengths share batches, less padding
+            chars = np.array([len(t) for t in texts], dtype=np.int64)
+            order = np.argsort(-chars, kind="stable")  # long first: similar lengths share batches, less padding
             for start in range(0, len(order), shard_rows):
                 part = order[start : start + shard_rows]
-                emb = np.asarray(_encode_batchwise(model, [texts[i] for i in part], batch_size), dtype=np.float32)
+                emb, lengths = encode_texts(model, [texts[i] for i in part], batch_size)
                 bad = ~np.isfinite(emb).all(axis=1)
                 if bad.any():
                     raise InputError(
                         f"The encoder {info.path} produced NaN or infinite embeddings for {int(bad.sum())} texts; "
                         "check the model folder (a broken or fp16-overflowing model)."
                     )
-                store.add_shard(digests[part], emb, lengths[part])
+                store.add_shard(digests[part], emb, lengths)
                 done += len(part)
                 if progress:
                     progress(done, len(wanted))
@@ -167,7 +183,8 @@ def assemble_matrix(prepared_path: str | Path, store: EmbeddingStore, matrix_pat
         import json
 
         max_len = json.loads(meta.read_text())["settings"]["max_seq_length"]
-    return len(digests), int((tokens > max_len).sum()) if max_len else 0
+    # Token counts are taken after truncation: a text that fills the whole window was cut (or fits exactly).
+    return len(digests), int((tokens >= max_len).sum()) if max_len else 0
 
 
 def embed_prepared(

@@ -4,7 +4,7 @@ Layout under the store root:
   <key>/meta.json                   the encoder and settings this key stands for
   <key>/shard-<name>.hashes.npy      (m,) 16-byte text digests
   <key>/shard-<name>.emb.npy         (m, D) float32 unit-norm embeddings
-  <key>/shard-<name>.tokens.npy      (m,) int32 token counts before truncation
+  <key>/shard-<name>.tokens.npy      (m,) int32 token counts after truncation (max_seq_length: truncated)
 A shard is named by the hash of its digests, so workers on several machines can add shards to one
 store without coordinating. Its three files are each written atomically, the hashes file last, so a
 shard counts only once it is complete: a run killed mid-way resumes from the shards already on disk
