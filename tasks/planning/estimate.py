@@ -2,7 +2,7 @@
 
 Estimates come from N, D, the budget and measured rates: encoder throughput in tokens per second
 per core (bench/results/embed.md, stack.md), and each sampler's measured seconds per million rows at a
-5% budget on 2 cores (bench/results/<sampler>.md). They are planning figures, good to a factor of
+5% budget on 2 cores (bench/results/samplers.md). They are planning figures, good to a factor of
 about two, not promises.
 """
 
@@ -13,7 +13,7 @@ GIB = 2**30
 # Measured on 2 cores (see the bench/results files named in the module docstring).
 TOKENS_PER_SECOND_PER_CORE = 4_000
 GPU_SPEEDUP = 30.0
-SECONDS_PER_MILLION_ROWS = {"random": 1.0, "kmeans": 82.0, "mig": 77.0, "sensitivity": 50.0, "influence": 33.0, "dpp": 193.0}
+SECONDS_PER_MILLION_ROWS = {"random": 1.0, "kmeans": 9.0, "mig": 19.0, "sensitivity": 45.0, "influence": 23.0, "dpp": 58.0}
 CHARS_PER_TOKEN = 4.0
 
 
