@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--target-text", nargs="+", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
     sel.add_argument("--feedback", default=None, metavar="FILE.parquet", help="per-row feedback (sf_id or id, feedback) from training on an earlier round")
     sel.add_argument("--previous", nargs="+", metavar="RUN_DIR", default=[], help="earlier rounds' output folders: their rows are never selected again")
+    sel.add_argument("--per-group", action="store_true", help="select inside each --group value separately (budget split by group size), one task per group on the runner")
     sel.add_argument("--dry-run", action="store_true", help="print the plan (stages, what the embedding store already holds, estimated time and memory) and exit")
 
     emb = sub.add_parser("embed", help="embed and index a corpus into the cache (no selection)")
@@ -217,7 +218,7 @@ def cmd_select(args) -> int:
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
                                 options={args.sampler: options}, target=args.target,
                                 target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous)
+                                previous_runs=args.previous, per_group=args.per_group)
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
     dc = result["diversity"]

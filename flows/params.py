@@ -85,6 +85,7 @@ class SelectionParams(BaseModel):
     target_text_columns: list[str] = Field(default_factory=list, description="Text column(s) of the target corpus. Empty: the same as the main corpus.")
     feedback: Optional[str] = Field(default=None, description="Parquet of per-row feedback from training on an earlier round (columns sf_id or id, and feedback): iterative kMQ reweights clusters with it.")
     previous_runs: list[str] = Field(default_factory=list, description="Output folders (or selected.parquet files) of earlier rounds: their rows are never selected again.")
+    per_group: bool = Field(default=False, description="Select inside each group of the group column separately: the budget split in proportion to group size, one task per group on the task runner, then merged.")
 
     def sampler_options(self) -> dict:
         return getattr(self.options, self.sampler).model_dump()

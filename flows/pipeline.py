@@ -6,6 +6,7 @@ select_subset: embed_corpus, then sampler -> selected.parquet + manifest.json + 
 
 import time
 from pathlib import Path
+from typing import Optional
 
 from prefect import flow, unmapped
 
@@ -19,7 +20,7 @@ from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
 from selectflow.tasks.io.workspace import Workspace
 from selectflow.tasks.report import publish_artifacts_task, write_outputs_task
-from selectflow.tasks.select import select_task
+from selectflow.tasks.select import merge_groups_task, plan_groups_task, select_task
 
 
 class _Timer:
@@ -68,13 +69,25 @@ def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: st
     return embed_corpus.with_options(task_runner=make_task_runner(runner))(corpus, encoder, cache_dir, runner)
 
 
+@flow(name="select-groups", log_prints=True)
+def select_groups(prepared: dict, embedded: dict, selection: SelectionParams, cache: str, target: Optional[dict] = None) -> dict:
+    """Per-group selection: one sampler task per group (mapped over the task runner), then one merged selection."""
+    plan = plan_groups_task(prepared, selection.budget)
+    futures = select_task.map(
+        unmapped(prepared), unmapped(embedded), unmapped(None), unmapped(selection.sampler),
+        unmapped(selection.sampler_options()), [g["quota"] for g in plan], unmapped(selection.seed), unmapped(cache),
+        unmapped(target), unmapped(selection.feedback), unmapped(selection.previous_runs), [g["group"] for g in plan])
+    parts = [f.result() for f in futures]
+    return merge_groups_task(parts, plan, selection.sampler, selection.budget, selection.seed, cache)
+
+
 def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams) -> dict:
     """Everything that decides a run's outputs: its identity (run key) and the manifest's configuration."""
     return {"corpus": corpus.model_dump(), "encoder": encoder.model_dump(),
             "selection": {"sampler": selection.sampler, "budget": selection.budget, "seed": selection.seed,
                           "options": selection.sampler_options(), "target": selection.target,
                           "target_text_columns": selection.target_text_columns, "feedback": selection.feedback,
-                          "previous_runs": selection.previous_runs}}
+                          "previous_runs": selection.previous_runs, "per_group": selection.per_group}}
 
 
 def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
@@ -85,9 +98,13 @@ def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderPara
     if selection.target:
         target_corpus = CorpusParams(path=selection.target, text_columns=selection.target_text_columns or corpus.text_columns)
         target = timer.run("target", run_embed_corpus, target_corpus, encoder, output.cache_dir, runner)["embedded"]
-    chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
-                       selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
-                       target, selection.feedback, selection.previous_runs)
+    if selection.per_group:
+        groups_flow = select_groups.with_options(task_runner=make_task_runner(runner))
+        chosen = timer.run("select", groups_flow, embedded["prepared"], embedded["embedded"], selection, cache, target)
+    else:
+        chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
+                           selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
+                           target, selection.feedback, selection.previous_runs)
     outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
                                  chosen, str(out_dir), run_key, config, timer.seconds, tuple(output.formats))
     publish_artifacts_task(outputs, embedded["prepared"], chosen)

@@ -2,6 +2,7 @@
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,13 @@ from .io.hashing import config_hash, file_hash
 from .io.rounds import feedback_scores, previous_rows
 from .io.workspace import Workspace
 from .samplers import SelectionInput, get_sampler, resolve_budget
+from .samplers.base import subset_input
+from .samplers.kmeans import allocate_quotas
 
 
 def load_selection_input(prepared: dict, embedded: dict, index: dict | None, target: dict | None = None,
-                         feedback: str | None = None, previous: list[str] | None = None) -> tuple[SelectionInput, dict]:
+                         feedback: str | None = None, previous: list[str] | None = None,
+                         mmap: bool = False) -> tuple[SelectionInput, dict]:
     """The sampler's input, plus facts for the diagnostics (ids of earlier rounds or feedback not found)."""
     cols = ["id", "quality", "labels", "group"]
     frame = pl.read_parquet(prepared["prepared_path"], columns=cols)
@@ -38,7 +42,7 @@ def load_selection_input(prepared: dict, embedded: dict, index: dict | None, tar
         fb, facts["feedback_ids_not_in_corpus"] = feedback_scores(feedback, ids)
         facts["feedback_rows"] = int(np.isfinite(fb).sum())
     data = SelectionInput(
-        embeddings=np.load(embedded["matrix_path"], allow_pickle=False),
+        embeddings=np.load(embedded["matrix_path"], allow_pickle=False, mmap_mode="r" if mmap else None),
         quality=frame["quality"].to_numpy() if prepared["has_quality"] else None,
         labels=[tuple(x) for x in frame["labels"].to_list()] if prepared["has_labels"] else None,
         groups=frame["group"].to_numpy() if prepared["has_groups"] else None,
@@ -54,7 +58,8 @@ def load_selection_input(prepared: dict, embedded: dict, index: dict | None, tar
 @task(name="select", cache_policy=NONE)
 def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str, options: dict,
                 budget: float, seed: int, cache_dir: str, target: dict | None = None, feedback: str | None = None,
-                previous: list[str] | None = None) -> dict:
+                previous: list[str] | None = None, group: str | None = None) -> dict:
+    """Run the sampler over the whole corpus, or, with `group`, over that group's rows only (budget: a row count)."""
     logger = get_run_logger()
     chosen = get_sampler(sampler, options)  # validates the options before any work
     n_budget = resolve_budget(budget, prepared["n_usable"])
@@ -62,15 +67,22 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
               "feedback": file_hash(feedback) if feedback else None,
               "previous": [file_hash(p if not Path(p).is_dir() else Path(p) / "selected.parquet") for p in previous or []]}
     key = config_hash({"matrix": embedded["key"], "sampler": sampler, "options": chosen.options.model_dump(),
-                       "budget": n_budget, "seed": seed, "index": index["key"] if index else None, "rounds": rounds})
+                       "budget": n_budget, "seed": seed, "index": index["key"] if index else None, "rounds": rounds,
+                       "group": group})
     folder = Workspace(cache_dir).selection_dir(key)
     meta_path = folder / "selection.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         logger.info("reusing the cached %s selection of %d rows", sampler, n_budget)
         return {**meta, "reused": True}
-    data, facts = load_selection_input(prepared, embedded, index, target, feedback, previous)
-    available = prepared["n_usable"] - (len(data.previous_rows) if data.previous_rows is not None else 0)
+    data, facts = load_selection_input(prepared, embedded, index, target, feedback, previous, mmap=group is not None)
+    members = None
+    if group is not None:
+        # One partition of a per-group selection: the sampler sees only this group's rows, renumbered.
+        members = np.flatnonzero(data.groups == group)
+        local_previous = np.flatnonzero(np.isin(members, data.previous_rows)) if data.previous_rows is not None else None
+        data = replace(subset_input(data, members), previous_rows=local_previous)
+    available = data.n_rows - (len(data.previous_rows) if data.previous_rows is not None else 0)
     if data.previous_rows is not None and n_budget > available:
         from .errors import ConfigError
 
@@ -80,6 +92,8 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
     if data.previous_rows is not None and np.isin(selection.rows, data.previous_rows).any():
         raise AssertionError(f"sampler {sampler!r} selected a row of an earlier round")
     selection.diagnostics.update(facts)
+    if members is not None:
+        selection.rows = members[selection.rows]
     seconds = time.perf_counter() - t0
     arrays = folder / "selection.npz"
     with atomic_path(arrays, suffix=".npz") as tmp:
@@ -97,3 +111,42 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
 def load_selection(selection: dict) -> dict[str, np.ndarray]:
     with np.load(selection["arrays"], allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+@task(name="plan-groups", cache_policy=NONE)
+def plan_groups_task(prepared: dict, budget: float) -> list[dict]:
+    """The budget split over the groups in proportion to their sizes (largest remainder, capped by size)."""
+    from .errors import ConfigError
+
+    if not prepared["has_groups"]:
+        raise ConfigError("Per-group selection needs a group column: pass --group COL.")
+    groups = pl.read_parquet(prepared["prepared_path"], columns=["group"])["group"]
+    if groups.null_count():
+        raise ConfigError(f"Per-group selection: {groups.null_count()} rows have no group value; fill the group column or drop them.")
+    counts = groups.value_counts().sort(["count", "group"], descending=[True, False])
+    names, sizes = counts["group"].to_list(), counts["count"].to_numpy()
+    quotas = allocate_quotas(sizes, resolve_budget(budget, prepared["n_usable"]))
+    return [{"group": g, "size": int(n), "quota": int(q)} for g, n, q in zip(names, sizes, quotas) if q > 0]
+
+
+@task(name="merge-groups", cache_policy=NONE)
+def merge_groups_task(parts: list[dict], plan: list[dict], sampler: str, budget: float, seed: int, cache_dir: str) -> dict:
+    """One selection from the per-group ones: groups interleaved by rank, largest group first."""
+    arrays = [load_selection(p) for p in parts]
+    order = [(rank, g) for g, a in enumerate(arrays) for rank in range(len(a["rows"]))]
+    order.sort()
+    merged = {k: np.concatenate([arrays[g][k][rank : rank + 1] for rank, g in order]) for k in ("rows", "scores", "weights", "clusters")}
+    key = config_hash({"parts": [p["key"] for p in parts]})
+    folder = Workspace(cache_dir).selection_dir(key)
+    path = folder / "selection.npz"
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **merged)
+    meta = {"key": key, "sampler": sampler, "options": parts[0]["options"], "budget": int(len(merged["rows"])),
+            "budget_requested": budget, "seed": seed, "arrays": str(path), "has_clusters": False,
+            "diagnostics": {"per_group": [{**g, "diagnostics": {k: v for k, v in p["diagnostics"].items()
+                                                                 if not isinstance(v, (list, dict))}}
+                                          for g, p in zip(plan, parts)]},
+            "seconds": float(sum(p["seconds"] for p in parts))}
+    write_json(folder / "selection.json", meta)
+    return {**meta, "reused": all(p["reused"] for p in parts)}

@@ -30,3 +30,23 @@ def test_dask_cluster_and_threads_give_identical_outputs(tmp_path, bundled_slice
     dask = run(tmp_path, corpus, "dask", RunnerParams(kind="dask", workers=2, unit_rows=16))
     assert threads["embedded"]["encoded"] == dask["embedded"]["encoded"] == 48
     assert (tmp_path / "threads" / "selected.parquet").read_bytes() == (tmp_path / "dask" / "selected.parquet").read_bytes()
+
+
+def test_per_group_selection_on_dask_matches_threads_and_respects_group_quotas(tmp_path, bundled_slice):
+    pytest.importorskip("prefect_dask")
+    from selectflow.flows.pipeline import select_subset
+
+    def run(name, runner):
+        return select_subset(
+            CorpusParams(path=str(bundled_slice), id_column="id", group_column="source"),
+            EncoderParams(device="cpu"),
+            SelectionParams(sampler="kmeans", budget=16, seed=2, per_group=True),
+            OutputParams(out_dir=str(tmp_path / name)), runner)
+
+    threads = run("threads", RunnerParams(kind="thread", workers=2))
+    run("dask", RunnerParams(kind="dask", workers=2))
+    df = pl.read_parquet(tmp_path / "threads" / "selected.parquet")
+    # 8 sources of 10 rows each: 16 rows split evenly, 2 per source.
+    assert df.height == 16 and set(df.group_by("source").len()["len"].to_list()) == {2}
+    assert len(threads["selection"]["diagnostics"]["per_group"]) == 8
+    assert (tmp_path / "threads" / "selected.parquet").read_bytes() == (tmp_path / "dask" / "selected.parquet").read_bytes()
