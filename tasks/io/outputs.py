@@ -9,8 +9,6 @@ import polars as pl
 from ..errors import ConfigError
 from .atomic import atomic_path
 
-OUTPUT_FILES = ("selected.parquet", "manifest.json", "report.json", "report.html")
-FORMATS = ("parquet", "jsonl", "hf")
 
 
 def check_output_dir(out_dir: str | Path, run_key: str, overwrite: bool) -> Path:

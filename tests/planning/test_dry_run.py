@@ -1,6 +1,5 @@
 """--dry-run: a plan with reuse counts and estimates, a warning naming the fix when a sampler would not fit."""
 
-import pytest
 
 from selectflow.flows.cli import main
 from selectflow.tasks.planning.estimate import GIB, make_plan
