@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE
 from .io.atomic import write_json, write_text
 from .io.corpus import CorpusSpec, read_original_rows
 from .io.changes import changes_since_previous
-from .io.outputs import provenance_frame, write_hf_dataset, write_jsonl, write_parquet
+from .io.outputs import begin_outputs, provenance_frame, write_hf_dataset, write_jsonl, write_parquet
 from .reporting.build import analysis_k, build_report
 from .reporting.metrics import nearest_selected
 from .samplers.clustering import kmeans
@@ -70,6 +70,7 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
     provenance = provenance_frame(ids=ids, rows=rows, sampler=selection["sampler"], scores=arrays["scores"],
                                   weights=arrays["weights"], clusters=clusters, nearest_pos=nearest_pos, nearest_sim=nearest_sim)
     selected = pl.concat([originals, provenance], how="horizontal")
+    begin_outputs(out, run_key)
     write_parquet(selected, out / "selected.parquet")
     outputs = ["selected.parquet"]
     if "jsonl" in formats:

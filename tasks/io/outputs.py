@@ -27,6 +27,8 @@ def check_output_dir(out_dir: str | Path, run_key: str, overwrite: bool) -> Path
                 previous = json.loads(manifest.read_text()).get("run_key")
             except ValueError:
                 previous = None
+        elif (out / RUN_MARKER).exists():
+            previous = (out / RUN_MARKER).read_text().strip()  # a run of this configuration that was interrupted
         if previous != run_key:
             raise ConfigError(
                 f"Output folder {out} already holds {'another run' if previous else 'other files'}; "
@@ -34,6 +36,26 @@ def check_output_dir(out_dir: str | Path, run_key: str, overwrite: bool) -> Path
             )
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+RUN_MARKER = ".selectflow-run"
+
+
+def begin_outputs(out_dir: str | Path, run_key: str) -> None:
+    """Mark the folder as being written by `run_key` and retire the old manifest before any output is replaced.
+
+    A folder whose manifest.json is missing is an incomplete run: a crash half-way through never leaves the
+    old manifest describing a mix of old and new files. The marker lets a re-run of the same configuration
+    resume in place instead of being refused.
+    """
+    from .atomic import write_text
+
+    out = Path(out_dir)
+    write_text(out / RUN_MARKER, run_key)
+    (out / "manifest.json").unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp*"):  # temporary files of an interrupted run (atomic_path's names)
+        if stale.is_file():
+            stale.unlink()
 
 
 def write_parquet(df: pl.DataFrame, final: str | Path) -> Path:
