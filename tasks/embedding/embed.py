@@ -78,12 +78,14 @@ def encode_texts(model, texts: list[str], batch_size: int) -> tuple[np.ndarray, 
     dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()
     out = np.empty((len(texts), dim), dtype=np.float32)
     lengths = np.empty(len(texts), dtype=np.int32)
+    # sentence-transformers >= 5 calls tokenization `preprocess` (and deprecates `tokenize`).
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
     start = 0
     with torch.inference_mode():
         while start < len(texts):
             batch = texts[start : start + batch_size]
             try:
-                features = model.tokenize(batch)
+                features = tokenize(batch)
                 counts = features["attention_mask"].sum(dim=1)
                 features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
                 emb = torch.nn.functional.normalize(model.forward(features)["sentence_embedding"].float(), p=2, dim=1)
