@@ -101,6 +101,16 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (implies --verbose)")
 
 
+def _add_selection_args(p: argparse.ArgumentParser, out_help: str, sampler_help: str) -> None:
+    """What to select and where to write it: shared by `select` and `serve` (whose values become deployment defaults)."""
+    p.add_argument("--out", default="selectflow-output", metavar="DIR", help=out_help)
+    p.add_argument("--sampler", default="kmeans", help=sampler_help)
+    p.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selectflow", description="Select the subset of a text corpus worth training on, with an audit report.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,12 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sel = sub.add_parser("select", help="embed, index and select; write selected.parquet, manifest.json and report.html",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_sampler_help())
     _add_corpus_args(sel)
-    sel.add_argument("--out", default="selectflow-output", metavar="DIR", help="output folder (default: ./selectflow-output)")
-    sel.add_argument("--sampler", default="kmeans", help="selection method (default: kmeans); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
-    sel.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
-    sel.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    sel.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
-    sel.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+    _add_selection_args(sel, out_help="output folder (default: ./selectflow-output)",
+                        sampler_help="selection method (default: kmeans); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
     sel.add_argument("--format", dest="formats", default="parquet", help="comma-separated output formats of the selected rows: parquet (always), jsonl, hf (a Hugging Face dataset folder); default: parquet")
     sel.add_argument("--target", default=None, metavar="CORPUS", help="a second corpus to select toward (influence sampler's target set)")
     sel.add_argument("--target-text", nargs="+", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
@@ -157,12 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "PREFECT_API_URL and run their scheduled and UI-triggered runs until Ctrl-C. The options "
                                      "below become the deployments' default parameters; the UI's Run form can change them.")
     _add_corpus_args(srv)
-    srv.add_argument("--out", default="selectflow-output", metavar="DIR", help="output folder of scheduled runs (default: ./selectflow-output)")
-    srv.add_argument("--sampler", default="kmeans", help="selection method (default: kmeans)")
-    srv.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
-    srv.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    srv.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
-    srv.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+    _add_selection_args(srv, out_help="output folder of scheduled runs (default: ./selectflow-output)",
+                        sampler_help="selection method (default: kmeans)")
     srv.add_argument("--name", default="selectflow", help="deployment name (default: selectflow)")
     srv.add_argument("--cron", default="0 3 * * *", metavar="EXPR", help="select-subset schedule, five cron fields (default: '0 3 * * *'); '' for none")
     srv.add_argument("--embed-cron", default="", metavar="EXPR", help="embed-corpus schedule (default: none)")
