@@ -89,7 +89,8 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize-embeddings", action="store_true", help="scale your own embeddings to unit length")
     p.add_argument("--model", default=None, metavar="PATH", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device (default: auto)")
-    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default: 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="most texts per encoder batch (default: 64)")
+    p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="most padded tokens per encoder batch (default: 1024 on the CPU, no limit on a GPU)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="encoder runtime: torch, or ONNX Runtime on the CPU (fp32 or int8; exported once into the cache) (default: torch)")
     p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"], help="FAISS index kind (default: auto)")
     p.add_argument("--runner", default="thread", choices=["thread", "dask", "ray"], help="where embedding tasks run: threads here (default), a Dask or a Ray cluster")
@@ -198,7 +199,7 @@ def _encoder(args):
     from selectflow.flows.params import EncoderParams
 
     return EncoderParams(model=args.model, device=args.device, batch_size=args.batch_size, index=args.index,
-                         backend=args.backend)
+                         backend=args.backend, batch_tokens=args.batch_tokens)
 
 
 def cmd_select(args) -> int:

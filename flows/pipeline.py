@@ -59,7 +59,7 @@ def _embed(prepared: dict, encoder: EncoderParams, cache: str, runner: RunnerPar
     t0 = time.perf_counter()
     futures = encode_unit_task.map(unmapped(prepared), unmapped(plan), list(range(len(plan["units"]))),
                                    unmapped(encoder.model), unmapped(encoder.batch_size), unmapped(cache),
-                                   unmapped(runner.shard_rows), unmapped(encoder.backend))
+                                   unmapped(runner.shard_rows), unmapped(encoder.backend), unmapped(encoder.batch_tokens))
     encoded = [f.result() for f in futures]
     return assemble_task(prepared, plan, encoded, cache, time.perf_counter() - t0)
 

@@ -77,7 +77,7 @@ def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_di
 
 @task(name="encode-unit", cache_policy=NONE)
 def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, batch_size: int, cache_dir: str,
-                     shard_rows: int = 2048, backend: str = "torch") -> int:
+                     shard_rows: int = 2048, backend: str = "torch", batch_tokens: int | None = None) -> int:
     """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
     from uuid import UUID
 
@@ -94,11 +94,13 @@ def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, b
 
     device = plan["devices"][unit]
     if not device.startswith("cuda"):
-        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress)
+        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress,
+                                batch_tokens)
     # GPU units of every flow run share one global concurrency limit (`prefect gcl create selectflow-gpu --limit N`),
     # so concurrent runs never put two encoders on a GPU that holds one; without the limit this does not wait.
     with concurrency(GPU_CONCURRENCY_LIMIT, occupy=1, strict=False):
-        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress)
+        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress,
+                                batch_tokens)
 
 
 def _advance(bar, position: int) -> None:

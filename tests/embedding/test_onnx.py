@@ -73,9 +73,11 @@ def test_int8_onnx_stays_close_to_torch_but_is_not_identical(onnx_encoders, text
 
 def test_export_is_made_once_in_the_cache_and_reused(onnx_encoders, export_root, monkeypatch):
     _, info = onnx_encoders["onnx-int8"]
-    folders = sorted(p.name for p in export_root.iterdir())
-    assert folders == [f"{info.weights_hash}-onnx", f"{info.weights_hash}-onnx-int8"]  # no temporary folder left
-    files = {p.name: p.stat().st_mtime_ns for p in (export_root / folders[1]).iterdir()}
+    version = encoder_module.EXPORT_VERSION
+    int8_folder = f"{info.weights_hash}-onnx-int8-v{version}"
+    # No temporary folder left; an export recipe's version is part of the name, so older exports are never reused.
+    assert {p.name for p in export_root.iterdir()} == {f"{info.weights_hash}-onnx-v{version}", int8_folder}
+    files = {p.name: p.stat().st_mtime_ns for p in (export_root / int8_folder).iterdir()}
     assert set(files) == {"model.onnx", "export.json"}
 
     def no_export(*args, **kwargs):
@@ -85,11 +87,11 @@ def test_export_is_made_once_in_the_cache_and_reused(onnx_encoders, export_root,
     monkeypatch.setattr(encoder_module, "_quantize_int8", no_export)
     _, again = load_encoder(None, "cpu", "onnx-int8", export_root)
     assert again.backend_hash == info.backend_hash
-    assert {p.name: p.stat().st_mtime_ns for p in (export_root / folders[1]).iterdir()} == files
+    assert {p.name: p.stat().st_mtime_ns for p in (export_root / int8_folder).iterdir()} == files
 
 
 def test_a_failed_export_leaves_nothing_behind(onnx_encoders, export_root, tmp_path, monkeypatch):
-    fp32 = f"{onnx_encoders['onnx'][1].weights_hash}-onnx"
+    fp32 = f"{onnx_encoders['onnx'][1].weights_hash}-onnx-v{encoder_module.EXPORT_VERSION}"
     shutil.copytree(export_root / fp32, tmp_path / fp32)  # start from a cached fp32 export, as a real run would
 
     def broken(source, out):
@@ -129,3 +131,30 @@ def test_store_keys_differ_by_backend_and_stored_vectors_never_mix(onnx_encoders
 def test_bad_backend_choices_are_config_errors(backend, device, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         load_encoder(None, device, backend, tmp_path)
+
+
+def test_export_is_fused_and_a_fused_graph_that_disagrees_is_not_kept(onnx_encoders, export_root, tmp_path, monkeypatch):
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    meta = json.loads((export_root / f"{onnx_encoders['onnx'][1].weights_hash}-onnx-v{encoder_module.EXPORT_VERSION}"
+                       / "export.json").read_text())
+    assert meta["fusion"].get("Attention") == 6  # the default encoder's six attention blocks are fused
+
+    def wrong_fusion(source, out, config):  # a "fused" graph with one weight changed: it computes something else
+        model = onnx.load(str(source))
+        init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+        onnx.save(model, str(out))
+        return {"Attention": 6}
+
+    monkeypatch.setattr(encoder_module, "_fuse", wrong_fusion)
+    model, info = load_encoder(None, "cpu", "onnx", tmp_path)
+    folder = tmp_path / f"{info.weights_hash}-onnx-v{encoder_module.EXPORT_VERSION}"
+    assert json.loads((folder / "export.json").read_text())["fusion"] == {}  # the plain export was kept
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "export.json"}
+    vectors = model.encode(["a check that the kept export is the right one"], normalize_embeddings=True)
+    reference = onnx_encoders["onnx"][0].encode(["a check that the kept export is the right one"], normalize_embeddings=True)
+    np.testing.assert_allclose(vectors, reference, atol=1e-4)

@@ -63,3 +63,33 @@ def test_incomplete_shard_is_ignored(tmp_path):
     np.save(store.dir / "shard-00ff.emb.npy", np.ones((1, 4), dtype=np.float32))
     assert store.shards() == [name]
     assert list(store.missing(np.array([b"a" * 16, b"c" * 16], dtype="S16"))) == [1]
+
+
+def test_token_batches_cover_every_row_once_within_both_limits():
+    from selectflow.tasks.embedding.embed import token_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 300, size=1000)
+    for batch_size, budget in [(64, 1024), (8, None), (64, 100)]:
+        batches = token_batches(lengths, batch_size, budget)
+        rows = np.concatenate(batches)
+        assert sorted(rows.tolist()) == list(range(len(lengths)))
+        for b in batches:
+            assert len(b) <= batch_size
+            if budget is not None and len(b) > 1:
+                assert len(b) * lengths[b].max() <= budget
+        # Longest first, so each batch pads to its own first row and padding stays small.
+        assert list(lengths[rows]) == sorted(lengths, reverse=True)
+
+
+def test_token_budget_batching_gives_the_bare_encode_vectors_in_input_order(encoder, bundled_slice):
+    from selectflow.tasks.embedding.embed import encode_texts
+
+    model, _ = encoder
+    df = pl.read_parquet(bundled_slice).head(40)
+    texts = (df["prompt"] + "\n\n" + df["completion"]).to_list()
+    bare = model.encode(texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
+    for budget in (64, 1024, None):
+        vectors, lengths = encode_texts(model, texts, 16, budget)
+        np.testing.assert_allclose(vectors, bare, atol=2e-5)
+        assert lengths.max() <= model.max_seq_length and (lengths > 0).all()
