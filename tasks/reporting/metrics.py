@@ -42,6 +42,17 @@ def coverage_distance(embeddings: np.ndarray, rows: np.ndarray, pool_sample: np.
     return float(np.mean(1.0 - sims[:, 0]))
 
 
+NEAR_DUPLICATE_SIMILARITY = 0.95
+
+
+def near_duplicate_rate(embeddings: np.ndarray, rows: np.ndarray, threshold: float = NEAR_DUPLICATE_SIMILARITY) -> float:
+    """Share of selected rows that have another selected row at cosine similarity above `threshold`. Lower is better."""
+    if len(rows) < 2:
+        return 0.0
+    _, sim = nearest_selected(embeddings, rows)
+    return float(np.mean(sim > threshold))
+
+
 def mean_pairwise_similarity(embeddings: np.ndarray, rows: np.ndarray, seed: int = 0) -> float:
     """Mean cosine similarity between distinct selected rows (on a sample of at most SAMPLE_ROWS). Lower is more diverse."""
     rows = np.asarray(rows)

@@ -1,0 +1,107 @@
+"""Quick quality sweep for tuning sampler defaults: the evaluation protocol on cached embeddings.
+
+Runs samplers exactly as `selectflow select` runs them (no labels, no quality, an index over the pool)
+on the demo data, and prints the four scores beside random (mean over seeds):
+F1 (macro-F1 of a logistic regression predicting the family), tpl (share of templates selected),
+cover (mean cosine distance from each test row to its nearest selected row), dup (near-duplicate rate).
+
+    python bench/tune_quality.py --embeddings /tmp/demo_emb.parquet --data ../shared/data/instructions_demo.jsonl \
+        kmeans kmeans:k=100 mig:target_degree=0.5
+
+A spec is NAME or NAME:opt=value,opt=value (values parsed as JSON where they parse, else strings).
+Use it to explore; the held-out judgement is `selectflow evaluate`.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import polars as pl
+
+from selectflow.tasks.embedding.index import build_index, choose_params, searcher
+from selectflow.tasks.evaluation.harness import proxy_macro_f1, stratified_split
+from selectflow.tasks.reporting.metrics import coverage_distance, near_duplicate_rate
+from selectflow.tasks.samplers import SelectionInput, get_sampler
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    name, _, rest = spec.partition(":")
+    options = {}
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return name, options
+
+
+def load(embeddings_path: str, data_path: str):
+    emb = pl.read_parquet(embeddings_path)
+    data = pl.read_ndjson(data_path) if data_path.endswith(".jsonl") else pl.read_parquet(data_path)
+    vectors = np.asarray(emb["embedding"].to_list(), dtype=np.float32)
+    return vectors, data
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("specs", nargs="+")
+    ap.add_argument("--embeddings", default="/tmp/demo_emb.parquet")
+    ap.add_argument("--data", default="../shared/data/instructions_demo.jsonl")
+    ap.add_argument("--label", default="source")
+    ap.add_argument("--fine", default="template")
+    ap.add_argument("--budgets", default="0.01,0.05,0.1")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--random-seeds", default="0,1,2,3,4")
+    ap.add_argument("--split-seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    vectors, data = load(args.embeddings, args.data)
+    labels = np.asarray(data[args.label].cast(pl.Utf8).to_list(), dtype=object)
+    fine = np.asarray(data[args.fine].cast(pl.Utf8).to_list(), dtype=object)
+    pool, test = stratified_split(fine, 0.2, args.split_seed)
+    pv = np.ascontiguousarray(vectors[pool])
+    ids = np.asarray(data["id"].to_list(), dtype=object)[pool] if "id" in data.columns else None
+    inp = SelectionInput(embeddings=pv, ids=ids, knn=searcher(build_index(pv, choose_params(len(pool)), seed=0)))
+    pool_fine = set(fine[pool].tolist())
+    budgets = [float(b) for b in args.budgets.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    def score(rows):
+        sel = pool[rows]
+        return np.array([
+            proxy_macro_f1(vectors, labels, sel, test),
+            len(set(fine[sel].tolist())) / len(pool_fine),
+            coverage_distance(vectors, sel, test),
+            near_duplicate_rate(vectors, sel),
+        ])
+
+    specs = ["random"] + [s for s in args.specs if s != "random"]
+    results = {}
+    for spec in specs:
+        name, options = parse_spec(spec)
+        sampler = get_sampler(name, options)
+        use_seeds = [int(s) for s in args.random_seeds.split(",")] if spec == "random" else seeds
+        for b in budgets:
+            n = max(1, round(b * len(pool)))
+            t0 = time.perf_counter()
+            scores = np.array([score(sampler.select(inp, n, s).rows) for s in use_seeds])
+            results[(spec, b)] = (scores.mean(axis=0), scores.std(axis=0), (time.perf_counter() - t0) / len(use_seeds))
+    print(f"pool {len(pool)} rows, test {len(test)}; seeds {seeds} (random {args.random_seeds})")
+    for b in budgets:
+        print(f"\n## budget {b:g}\n| selection | F1 ↑ | tpl ↑ | cover ↓ | dup ↓ | s/run | beats random on all 4 |")
+        print("|---|---|---|---|---|---|---|")
+        base = results[("random", b)][0]
+        for spec in specs:
+            m, sd, sec = results[(spec, b)]
+            wins = m[0] >= base[0] and m[1] >= base[1] and m[2] < base[2] and m[3] < base[3]
+            mark = "" if spec == "random" else ("yes" if wins else "no")
+            print(f"| {spec} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.4f} | {m[3]:.3f} | {sec:.2f} | {mark} |")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
