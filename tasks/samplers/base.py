@@ -137,6 +137,18 @@ class Sampler(ABC):
             remaining = n - len(np.unique(previous))
             if budget > remaining:
                 raise ConfigError(f"Budget of {budget} rows is more than the {remaining} rows not selected in earlier rounds.")
+        order = canonical_order(data)
+        if order is not None:
+            # Samplers draw random numbers and break ties by position; running them on the rows sorted by id
+            # makes the selection a function of the rows' content and ids, not of the file's row order.
+            selection = self._select_in_place(permute_input(data, order), int(budget), int(seed))
+            selection.rows = order[selection.rows]
+            return selection
+        return self._select_in_place(data, int(budget), int(seed))
+
+    def _select_in_place(self, data: SelectionInput, budget: int, seed: int) -> Selection:
+        n = data.n_rows
+        previous = data.previous_rows
         if previous is not None and len(previous) and not self.handles_previous_rows:
             keep = np.setdiff1d(np.arange(n), np.asarray(previous, dtype=np.int64))
             selection = self._select(subset_input(data, keep), int(budget), int(seed))
@@ -156,6 +168,43 @@ class Sampler(ABC):
     @abstractmethod
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
         """Implementations: the algorithm itself; inputs are already validated."""
+
+
+def canonical_order(data: SelectionInput) -> np.ndarray | None:
+    """Positions that sort the rows by id (stable), or None when there are no ids or they are already sorted."""
+    if data.ids is None or data.n_rows < 2:
+        return None
+    ids = np.asarray(data.ids)
+    order = np.argsort(ids.astype(str) if ids.dtype == object else ids, kind="stable")
+    if np.array_equal(order, np.arange(len(order))):
+        return None
+    return order.astype(np.int64)
+
+
+def permute_input(data: SelectionInput, order: np.ndarray) -> SelectionInput:
+    """The input with its rows in `order` (new row i is old row order[i]); the index and earlier rounds follow."""
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    take = lambda a: None if a is None else np.asarray(a)[order]  # noqa: E731
+    knn = None
+    if data.knn is not None:
+        search = data.knn
+
+        def knn(queries: np.ndarray, k: int):
+            sims, rows = search(queries, k)
+            return sims, np.where(rows >= 0, position[np.maximum(rows, 0)], rows)
+
+    return SelectionInput(
+        embeddings=np.ascontiguousarray(data.embeddings[order]),
+        quality=take(data.quality),
+        labels=None if data.labels is None else [data.labels[i] for i in order],
+        groups=take(data.groups),
+        knn=knn,
+        ids=take(data.ids),
+        target_embeddings=data.target_embeddings,
+        feedback=take(data.feedback),
+        previous_rows=None if data.previous_rows is None else np.sort(position[np.asarray(data.previous_rows, dtype=np.int64)]),
+    )
 
 
 def subset_input(data: SelectionInput, rows: np.ndarray) -> SelectionInput:

@@ -137,3 +137,28 @@ def test_earlier_rounds_are_never_selected_again(name, small_input):
     assert not np.isin(second.rows, first.rows).any()
     with pytest.raises(ConfigError, match="not selected in earlier rounds"):
         get_sampler(name).select(later, small_input.n_rows - 59, seed=2)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_permuting_rows_keeps_the_selected_set(name, small_input):
+    """Row order is not an input: the same rows (by id) in another order give the same selection."""
+    order = np.random.default_rng(5).permutation(small_input.n_rows)
+    shuffled = replace(
+        small_input,
+        embeddings=np.ascontiguousarray(small_input.embeddings[order]),
+        quality=small_input.quality[order],
+        labels=[small_input.labels[i] for i in order],
+        groups=small_input.groups[order],
+        ids=small_input.ids[order],
+    )
+    a = get_sampler(name).select(small_input, 45, seed=4)
+    b = get_sampler(name).select(shuffled, 45, seed=4)
+    assert set(small_input.ids[a.rows]) == set(shuffled.ids[b.rows])
+    np.testing.assert_array_equal(small_input.ids[a.rows], shuffled.ids[b.rows])  # same order of selection too
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_seed_changes_the_default_selection(name, small_input):
+    """Every default is stochastic (seeded clustering, sampling or tie-breaks): another seed, another selection."""
+    selections = {tuple(sorted(get_sampler(name).select(small_input, 45, seed=s).rows)) for s in range(4)}
+    assert len(selections) > 1
