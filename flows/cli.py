@@ -51,6 +51,10 @@ def _name_list(value: str) -> list[str]:
     return names
 
 
+def _baseline_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def _budget_list(value: str) -> list:
     return [_budget(v.strip()) for v in value.split(",") if v.strip()] or [_budget(value)]
 
@@ -133,17 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus_args(emb)
     emb.add_argument("--export", default=None, metavar="PATH.parquet", help="also write each usable row's id and embedding (a fixed-size float32 list column 'embedding') to this Parquet file")
 
-    ev = sub.add_parser("evaluate", help="compare samplers with random selection on a labelled corpus (proxy-classifier macro-F1, label coverage, test distance)",
+    ev = sub.add_parser("evaluate", help="compare samplers with random selection and coverage baselines on a labelled corpus (macro-F1, label and fine-label coverage, test distance, near-duplicates)",
                         description="Hold out a test split stratified by --labels, select from the rest with each sampler at each "
-                                    "budget and seed, train a logistic regression on each selection's embeddings and report macro-F1 "
-                                    "on the test split, label coverage and the mean distance from test rows to the selection, against "
-                                    "random selection (mean ± std over seeds). Writes evaluation.json and evaluation.md.")
+                                    "budget and seed, run exactly as `selectflow select` runs it (samplers never see the labels they are graded on), "
+                                    "train a logistic regression on each selection's embeddings and report macro-F1 on the test split, label "
+                                    "and fine-label coverage, the mean distance from test rows to the selection and the near-duplicate rate, "
+                                    "against random selection and coverage baselines (mean ± std over seeds). Writes evaluation.json and evaluation.md.")
     _add_corpus_args(ev)
     ev.add_argument("--out", default="selectflow-evaluation", metavar="DIR", help="output folder (default: ./selectflow-evaluation)")
     ev.add_argument("--samplers", type=_name_list, default=None, metavar="A,B,...", help="samplers to compare with random (default: every registered sampler except random)")
     ev.add_argument("--budgets", type=_budget_list, default=[0.01, 0.02, 0.05, 0.1], metavar="B,B,...", help="fractions below 1 of the pool or row counts (default: 0.01,0.02,0.05,0.1)")
     ev.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], metavar="S,S,...", help="seeds; every sampler runs once per seed and budget (default: 0,1,2)")
-    ev.add_argument("--test-fraction", type=float, default=0.2, help="share of each label held out as the test split (default: 0.2)")
+    ev.add_argument("--fine-labels", default=None, metavar="COL", help="a finer label column (e.g. template): its coverage is reported and the test split is stratified by it")
+    ev.add_argument("--sampler-labels", default=None, metavar="COL", help="also run the samplers that use labels with this column as their labels (as select --labels COL would), as separate rows; by default samplers never see labels")
+    ev.add_argument("--baselines", type=_baseline_list, default=["kmeans-medoids", "facility-location"], metavar="A,B", help="coverage baselines beside random: kmeans-medoids, facility-location (default: both; '' for none)")
+    ev.add_argument("--test-fraction", type=float, default=0.2, help="share of each label (or fine label) held out as the test split (default: 0.2)")
     ev.add_argument("--split-seed", type=int, default=0, help="seed of the stratified split (default: 0)")
     ev.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="SAMPLER.NAME=VALUE", help="a sampler option, e.g. kmeans.k=16 (repeatable)")
     ev.add_argument("--readme", default=None, metavar="PATH", help="also replace the block between <!-- eval-table:start --> and <!-- eval-table:end --> in this file with the tables")
@@ -313,8 +321,14 @@ def cmd_evaluate(args) -> int:
         if not name:
             raise ConfigError(f"evaluate option {key!r} must name its sampler, e.g. -o kmeans.k=16.")
         options.setdefault(sampler, {})[name] = value
+    from selectflow.tasks.evaluation.harness import BASELINES
+
+    for name in args.baselines:
+        if name not in BASELINES:
+            raise ConfigError(f"Unknown baseline {name!r} in --baselines; choose from: {', '.join(BASELINES)} ('' for none).")
     fields = {"budgets": args.budgets, "seeds": args.seeds, "test_fraction": args.test_fraction,
-              "split_seed": args.split_seed, "sampler_options": options}
+              "split_seed": args.split_seed, "sampler_options": options, "baselines": args.baselines,
+              "fine_label_column": args.fine_labels, "sampler_label_column": args.sampler_labels}
     if args.samplers:
         fields["samplers"] = args.samplers
     evaluation = EvaluationConfig(**fields)

@@ -11,6 +11,7 @@ from selectflow.flows.params import CorpusParams, EncoderParams
 from selectflow.flows.pipeline import embed_corpus
 from selectflow.tasks.evaluate import evaluate_task
 from selectflow.tasks.evaluation import EvaluationConfig, check_evaluation_dir, check_request
+from selectflow.tasks.io.corpus import check_input_columns
 from selectflow.tasks.io.hashing import config_hash
 
 
@@ -25,6 +26,9 @@ def evaluate_samplers(
 ) -> dict:
     """Hold out a stratified test split, select from the rest with each sampler, budget and seed, and score each selection."""
     check_request(evaluation, corpus.label_column)
+    extra = [c for c in (evaluation.fine_label_column, evaluation.sampler_label_column) if c]
+    if extra:
+        check_input_columns(corpus.path, extra)
     run_key = config_hash({"corpus": corpus.model_dump(), "encoder": encoder.model_dump(),
                            "evaluation": evaluation.model_dump()})
     out = check_evaluation_dir(out_dir, run_key, overwrite)

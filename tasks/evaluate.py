@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 from .errors import ConfigError
 from .evaluation import EvaluationConfig, evaluate, render_markdown
 from .io.atomic import write_json, write_text
+from .io.corpus import read_input_columns
 from .report import library_versions
 
 
@@ -31,7 +32,9 @@ def evaluate_task(prepared: dict, embedded: dict, config: dict, out_dir: str, ru
     evaluation = EvaluationConfig(**config)
     t0 = time.perf_counter()
     embeddings = np.load(embedded["matrix_path"], allow_pickle=False)
-    frame = pl.read_parquet(prepared["prepared_path"], columns=["id", "quality", "labels", "group"])
+    frame = pl.read_parquet(prepared["prepared_path"], columns=["row", "id", "quality", "labels", "group"])
+    extra = [c for c in (evaluation.fine_label_column, evaluation.sampler_label_column) if c]
+    columns = read_input_columns(prepared["input_path"], extra, frame["row"]) if extra else {}
     artifact_id = create_progress_artifact(progress=0.0, description="Evaluating samplers")
     bar = None
     if sys.stderr.isatty():
@@ -49,6 +52,8 @@ def evaluate_task(prepared: dict, embedded: dict, config: dict, out_dir: str, ru
     try:
         result = evaluate(
             embeddings, frame["labels"].to_list(), evaluation,
+            fine_labels=columns.get(evaluation.fine_label_column),
+            sampler_labels=columns.get(evaluation.sampler_label_column),
             quality=frame["quality"].to_numpy() if prepared["has_quality"] else None,
             groups=frame["group"].to_numpy() if prepared["has_groups"] else None,
             ids=frame["id"].to_numpy(), progress=progress,

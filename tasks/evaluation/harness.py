@@ -1,16 +1,23 @@
-"""Evaluate samplers on a labelled corpus against random selection.
+"""Evaluate samplers on a labelled corpus against random selection and strong coverage baselines.
 
-The protocol (issue 5): hold out a test split stratified by label; select from the remaining rows (the
-pool) with each sampler at each budget and seed; train a proxy classifier (multinomial logistic regression
-on the embeddings) on each selection's rows and their labels; measure macro-F1 on the test split, label
-coverage of the selection and the mean cosine distance from each test row to its nearest selected row.
-`random` is the baseline; every sampler runs over the same seeds, so each cell is a mean ± std.
+The protocol: hold out a test split stratified by the finest label given (e.g. the prompt template, else
+the task label); select from the remaining rows (the pool) with each sampler at each budget and seed,
+*exactly as `selectflow select` runs it*: the sampler sees the embeddings, an index over the pool, and the
+quality and group columns when the corpus gives them, but never the labels it is graded on. A sampler
+that uses labels can be given a labels column of its own (`sampler_label_column`), as `select --labels`
+would; those runs are separate rows named "NAME + labels COLUMN".
+
+Each selection is scored on the test split: macro-F1 of a proxy classifier (multinomial logistic
+regression on the selected rows' embeddings and labels), the share of labels and of fine labels present in
+the selection, the mean cosine distance from each test row to its nearest selected row, and the share of
+selected rows that have a near-duplicate (cosine > 0.95) in the selection. `random` is the baseline;
+`kmeans-medoids` (k = budget, one medoid per cluster) and `facility-location` (lazy greedy over a k-NN
+graph) are the coverage baselines. Every selection runs over the same seeds, so each cell is a mean ± std.
 
 The split is made once (`split_seed`), so every sampler, budget and seed sees the same pool and test rows
-and the comparison is paired. Samplers only ever receive the pool: a `SelectionInput` built from the
-pool's embeddings, labels, groups, quality and ids, and a nearest-neighbour index over the pool alone.
+and the comparison is paired.
 
-Plain code: no Prefect import, no files; the caller passes arrays and writes the results.
+Plain code: no Prefect import; the caller passes arrays, and the output helpers at the end write files.
 """
 
 import math
@@ -18,14 +25,14 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Callable, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, InputError, SelectflowError
 from ..io.atomic import write_text
-from ..reporting.metrics import coverage_distance
+from ..reporting.metrics import NEAR_DUPLICATE_SIMILARITY, coverage_distance, near_duplicate_rate
 from ..samplers import SAMPLERS, SelectionInput, get_sampler, resolve_budget
 
 BASELINE = "random"
@@ -34,9 +41,16 @@ _SPLIT_STREAM = 0x5E1EC7
 METRICS = {
     "macro_f1": "Macro-F1 on the test split (higher is better)",
     "label_coverage": "Label coverage: distinct labels in the selection / labels in the pool (higher is better)",
+    "fine_label_coverage": "Fine-label coverage: distinct fine labels in the selection / fine labels in the pool (higher is better)",
     "test_distance": "Mean cosine distance from each test row to its nearest selected row (lower is better)",
+    "near_duplicates": f"Near-duplicate rate: share of selected rows with another selected row at cosine > {NEAR_DUPLICATE_SIMILARITY} (lower is better)",
 }
-HIGHER_IS_BETTER = {"macro_f1": True, "label_coverage": True, "test_distance": False}
+HIGHER_IS_BETTER = {"macro_f1": True, "label_coverage": True, "fine_label_coverage": True,
+                    "test_distance": False, "near_duplicates": False}
+SHORT_NAMES = {"macro_f1": "F1 ↑", "label_coverage": "labels ↑", "fine_label_coverage": "fine labels ↑",
+               "test_distance": "cover ↓", "near_duplicates": "dup ↓"}
+# Strong baselines beside random: coverage methods a sampler should be compared with, not only random.
+BASELINES = ("kmeans-medoids", "facility-location")
 README_START = "<!-- eval-table:start -->"
 README_END = "<!-- eval-table:end -->"
 
@@ -49,6 +63,15 @@ Budget = Union[
 def default_samplers() -> list[str]:
     """Every registered sampler except the random baseline (which always runs)."""
     return [name for name in SAMPLERS if name != BASELINE]
+
+
+def uses_labels(name: str) -> bool:
+    """Whether a sampler reads a labels column (it then also runs with `sampler_label_column`, as a separate row)."""
+    return "label_source" in SAMPLERS[name].Options.model_fields
+
+
+def labelled_name(name: str, column: str) -> str:
+    return f"{name} + labels {column}"
 
 
 class EvaluationConfig(BaseModel):
@@ -66,13 +89,29 @@ class EvaluationConfig(BaseModel):
     # prior (macro-F1 0.24 for random at 1% of the bundled corpus, 0.44 at C = 10, 0.49 at C = 100).
     classifier_c: float = Field(default=10.0, gt=0, description="Inverse L2 regularisation strength of the proxy logistic regression.")
     classifier_max_iter: int = Field(default=1000, ge=10, description="L-BFGS iterations of the proxy logistic regression.")
+    baselines: list[Literal["kmeans-medoids", "facility-location"]] = Field(
+        default=list(BASELINES), description="Coverage baselines run beside random: k-means medoids (k = budget) and facility location.")
+    fine_label_column: str | None = Field(
+        default=None, description="A finer label column (e.g. template): its coverage is reported, and the test split is stratified by it.")
+    sampler_label_column: str | None = Field(
+        default=None, description="Give this column to the samplers that use labels, as `select --labels` would; "
+                                  "those runs are extra rows named 'NAME + labels COLUMN'. None: samplers never see labels.")
 
     def sampler_names(self) -> list[str]:
-        """The baseline first, then the compared samplers in the order given (without repeats)."""
+        """The random baseline first, then the compared samplers in the order given (without repeats)."""
         names = [BASELINE]
         for name in self.samplers or default_samplers():
             if name not in names:
                 names.append(name)
+        return names
+
+    def selection_names(self) -> list[str]:
+        """Every row of the results: random, the coverage baselines, the samplers, then the labelled variants."""
+        names = [BASELINE] + [b for b in self.baselines if b not in self.sampler_names()]
+        names += [n for n in self.sampler_names() if n != BASELINE]
+        if self.sampler_label_column:
+            names += [labelled_name(n, self.sampler_label_column) for n in self.sampler_names()
+                      if n in SAMPLERS and uses_labels(n)]
         return names
 
 
@@ -175,34 +214,61 @@ def proxy_macro_f1(embeddings: np.ndarray, labels: np.ndarray, train_rows: np.nd
 
 
 def measure_selection(embeddings: np.ndarray, labels: np.ndarray, pool_rows: np.ndarray, test_rows: np.ndarray,
-                      selected_rows: np.ndarray, c: float = 10.0, max_iter: int = 1000) -> dict[str, float]:
-    """The three metrics of one selection; all row arguments are positions in `embeddings`/`labels`."""
+                      selected_rows: np.ndarray, c: float = 10.0, max_iter: int = 1000,
+                      fine_labels: np.ndarray | None = None) -> dict[str, float]:
+    """The metrics of one selection; all row arguments are positions in `embeddings`/`labels`/`fine_labels`."""
     selected_rows = np.asarray(selected_rows, dtype=np.int64)
     pool_labels = set(labels[pool_rows].tolist())
-    return {
+    measured = {
         "macro_f1": proxy_macro_f1(embeddings, labels, selected_rows, test_rows, c, max_iter),
         "label_coverage": len(set(labels[selected_rows].tolist())) / len(pool_labels),
-        "test_distance": coverage_distance(embeddings, selected_rows, test_rows),
     }
+    if fine_labels is not None:
+        measured["fine_label_coverage"] = len(set(fine_labels[selected_rows].tolist())) / len(set(fine_labels[pool_rows].tolist()))
+    measured["test_distance"] = coverage_distance(embeddings, selected_rows, test_rows)
+    measured["near_duplicates"] = near_duplicate_rate(embeddings, selected_rows)
+    return measured
 
 
 # --- the whole evaluation ----------------------------------------------------------------------------
 
 
-def pool_input(embeddings: np.ndarray, labels: np.ndarray, pool_rows: np.ndarray, *, quality: np.ndarray | None = None,
-               groups: np.ndarray | None = None, ids: np.ndarray | None = None, seed: int = 0) -> SelectionInput:
-    """What the samplers see: the pool rows only, re-numbered 0..P-1, with an index over the pool alone."""
+def pool_input(embeddings: np.ndarray, pool_rows: np.ndarray, *, quality: np.ndarray | None = None,
+               groups: np.ndarray | None = None, ids: np.ndarray | None = None,
+               sampler_labels: list | None = None, seed: int = 0) -> SelectionInput:
+    """What the samplers see, as `select` gives it: the pool rows only, re-numbered 0..P-1, with an index over
+    the pool alone. Labels only when the configuration gives the samplers a labels column (`sampler_labels`)."""
     from ..embedding.index import build_index, choose_params, searcher
 
     vectors = np.ascontiguousarray(embeddings[pool_rows], dtype=np.float32)
     return SelectionInput(
         embeddings=vectors,
         quality=None if quality is None else np.asarray(quality)[pool_rows],
-        labels=[(str(x),) for x in labels[pool_rows]],
+        labels=None if sampler_labels is None else [label_tuple(sampler_labels[i]) for i in pool_rows],
         groups=None if groups is None else np.asarray(groups)[pool_rows],
         ids=None if ids is None else np.asarray(ids)[pool_rows],
         knn=searcher(build_index(vectors, choose_params(len(pool_rows)), seed=seed)),
     )
+
+
+def label_tuple(value) -> tuple[str, ...]:
+    """One row's labels as `select` reads a labels column: a string, or a list of strings (nulls dropped)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value if v is not None)
+
+
+def baseline_selector(name: str) -> Callable[[SelectionInput, int, int], np.ndarray]:
+    """A coverage baseline as a function (pool input, budget, seed) -> selected pool rows."""
+    from ..samplers.coverage import facility_location, kmeans_medoids
+
+    if name == "kmeans-medoids":
+        return lambda data, budget, seed: kmeans_medoids(data.embeddings, budget, seed)
+    if name == "facility-location":
+        return lambda data, budget, seed: facility_location(data.embeddings, budget, seed, knn=data.knn)
+    raise ConfigError(f"Unknown baseline {name!r}; choose from: {', '.join(BASELINES)}.")
 
 
 def _spread(values: list[float]) -> dict:
@@ -221,16 +287,20 @@ def evaluate(
     labels: list,
     config: EvaluationConfig,
     *,
+    fine_labels: list | None = None,
+    sampler_labels: list | None = None,
     quality: np.ndarray | None = None,
     groups: np.ndarray | None = None,
     ids: np.ndarray | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
-    """Run every sampler x budget x seed on the pool and measure it on the test split.
+    """Run every selection (random, baselines, samplers) x budget x seed on the pool and measure it on the test split.
 
     `embeddings` (N, D) unit-norm float32 and `labels` (N entries: a string, or a list of at most one
-    string) describe the whole usable corpus. Returns a JSON-serialisable dict: the split, each run's
-    metrics and selected rows (positions in the corpus), the mean ± std over seeds per sampler and budget,
+    string) describe the whole usable corpus; `fine_labels` (N single labels, optional) is the finer label
+    column, and `sampler_labels` (N strings or lists, optional) the labels column given to samplers that use
+    labels when `config.sampler_label_column` is set. Returns a JSON-serialisable dict: the split, each run's
+    metrics and selected rows (positions in the corpus), the mean ± std over seeds per selection and budget,
     and a reference classifier trained on the whole pool.
     """
     check_config(config)
@@ -239,65 +309,119 @@ def evaluate(
     label_values, labelled = single_labels(labels, ids)
     if len(labelled) == 0:
         raise InputError("No row has a label; pass a label column with --labels (e.g. --labels source for the bundled corpus).")
+    fine = None
+    if fine_labels is not None:
+        if len(fine_labels) != embeddings.shape[0]:
+            raise InputError(f"Got {len(fine_labels)} fine-label entries for {embeddings.shape[0]} embedded rows; they must match.")
+        fine = np.asarray(["" if v is None else str(v) for v in fine_labels], dtype=object)[labelled]
+    if config.sampler_label_column and sampler_labels is None:
+        raise ConfigError(f"sampler_label_column is {config.sampler_label_column!r} but no sampler labels were passed.")
     # Work on the labelled rows only; positions below are into these arrays, mapped back to corpus rows on output.
     emb = np.ascontiguousarray(embeddings[labelled], dtype=np.float32)
-    sub = lambda arr: None if arr is None else np.asarray(arr)[labelled]  # noqa: E731
-    pool_rows, test_rows = stratified_split(label_values, config.test_fraction, config.split_seed)
+    sub = lambda arr: None if arr is None else np.asarray(arr, dtype=object if isinstance(arr, list) else None)[labelled]  # noqa: E731
+    pool_rows, test_rows = stratified_split(fine if fine is not None else label_values, config.test_fraction, config.split_seed)
     n_pool = len(pool_rows)
     budgets = [(b, resolve_budget(b, n_pool)) for b in config.budgets]
-    names = config.sampler_names()
-    data = pool_input(emb, label_values, pool_rows, quality=sub(quality), groups=sub(groups), ids=sub(ids),
-                      seed=config.split_seed)
+    data = pool_input(emb, pool_rows, quality=sub(quality), groups=sub(groups), ids=sub(ids), seed=config.split_seed)
+    labelled_data = None
+    if config.sampler_label_column:
+        given = [sampler_labels[i] for i in labelled]
+        labelled_data = pool_input(emb, pool_rows, quality=sub(quality), groups=sub(groups), ids=sub(ids),
+                                   sampler_labels=given, seed=config.split_seed)
 
+    selectors: dict[str, tuple[Callable, SelectionInput]] = {}
+    for name in config.selection_names():
+        if name in BASELINES and name not in SAMPLERS:
+            selectors[name] = (baseline_selector(name), data)
+        elif name in SAMPLERS:
+            sampler = get_sampler(name, config.sampler_options.get(name))
+            selectors[name] = ((lambda s: lambda d, b, seed: s.select(d, b, seed).rows)(sampler), data)
+        else:  # "NAME + labels COLUMN"
+            base = name.split(" + labels ")[0]
+            sampler = get_sampler(base, config.sampler_options.get(base))
+            selectors[name] = ((lambda s: lambda d, b, seed: s.select(d, b, seed).rows)(sampler), labelled_data)
+
+    names = list(selectors)
     runs, total, done = [], len(names) * len(budgets) * len(config.seeds), 0
     for name in names:
-        sampler = get_sampler(name, config.sampler_options.get(name))
+        select, inp = selectors[name]
         for requested, n_rows in budgets:
             for seed in config.seeds:
                 t0 = time.perf_counter()
                 run = {"sampler": name, "budget": requested, "budget_rows": n_rows, "seed": seed}
                 try:
-                    chosen = sampler.select(data, n_rows, seed)
+                    chosen = select(inp, n_rows, seed)
                 except SelectflowError as exc:
                     # A budget or input a sampler cannot serve is reported in the table, not fatal to the other runs.
                     run["error"] = str(exc)
                 else:
-                    selected = pool_rows[chosen.rows]
+                    run["seconds"] = round(time.perf_counter() - t0, 3)
+                    selected = pool_rows[chosen]
                     run.update(measure_selection(emb, label_values, pool_rows, test_rows, selected,
-                                                 config.classifier_c, config.classifier_max_iter))
+                                                 config.classifier_c, config.classifier_max_iter, fine))
                     run["selected_rows"] = labelled[selected].tolist()
-                run["seconds"] = round(time.perf_counter() - t0, 3)
+                run.setdefault("seconds", round(time.perf_counter() - t0, 3))
                 runs.append(run)
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{name} at {budget_label(requested, n_rows)}, seed {seed}")
 
+    metrics = [m for m in METRICS if m != "fine_label_coverage" or fine is not None]
     summary: dict[str, dict[str, dict]] = {}
     for name in names:
         summary[name] = {}
         for requested, n_rows in budgets:
             mine = [r for r in runs if r["sampler"] == name and r["budget"] == requested]
             ok = [r for r in mine if "error" not in r]
-            cell = {metric: _spread([r[metric] for r in ok]) if ok else None for metric in METRICS}
+            cell = {metric: _spread([r[metric] for r in ok]) if ok else None for metric in metrics}
             cell["errors"] = sorted({r["error"] for r in mine if "error" in r})
             summary[name][str(requested)] = cell
 
-    pool_counts = {k: int(v) for k, v in zip(*np.unique(label_values[pool_rows].astype(str), return_counts=True))}
-    test_counts = {k: int(v) for k, v in zip(*np.unique(label_values[test_rows].astype(str), return_counts=True))}
-    reference = measure_selection(emb, label_values, pool_rows, test_rows, pool_rows, config.classifier_c, config.classifier_max_iter)
+    counts = lambda values: {k: int(v) for k, v in zip(*np.unique(values.astype(str), return_counts=True))}  # noqa: E731
+    reference = measure_selection(emb, label_values, pool_rows, test_rows, pool_rows, config.classifier_c,
+                                  config.classifier_max_iter, fine)
     return {
         "config": config.model_dump(),
         "samplers": names,
+        "metrics": metrics,
         "rows": {"usable": int(embeddings.shape[0]), "labelled": int(len(labelled)),
                  "unlabelled_excluded": int(embeddings.shape[0] - len(labelled)),
                  "pool": int(n_pool), "test": int(len(test_rows))},
-        "labels": {"pool": pool_counts, "test": test_counts},
+        "labels": {"pool": counts(label_values[pool_rows]), "test": counts(label_values[test_rows])},
+        "fine_labels": None if fine is None else {"pool": len(set(fine[pool_rows].tolist())), "test": len(set(fine[test_rows].tolist()))},
         "test_rows": labelled[test_rows].tolist(),
         "budgets": [{"requested": b, "rows": n, "label": budget_label(b, n)} for b, n in budgets],
         "runs": runs,
         "summary": summary,
         "reference_all_pool": reference,
     }
+
+
+def verdicts(result: dict) -> dict[str, dict[str, list[str]]]:
+    """Per selection and budget, the metrics on which its mean does not beat random's mean.
+
+    Beating means: not below random for higher-is-better metrics, strictly below for lower-is-better ones
+    (a selection as spread out as random is no better than random), except at zero, which nothing goes below.
+    Empty list: better on every metric.
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    metrics = result.get("metrics", list(METRICS))
+    for name in result["samplers"]:
+        out[name] = {}
+        for b in result["budgets"]:
+            key = str(b["requested"])
+            mine, base = result["summary"][name][key], result["summary"][BASELINE][key]
+            losses = []
+            for metric in metrics:
+                if mine[metric] is None or base[metric] is None:
+                    losses.append(metric)
+                    continue
+                m, r = mine[metric]["mean"], base[metric]["mean"]
+                # Nothing goes below zero: a lower-is-better metric at 0 where random is at 0 ties, and does not lose.
+                if (m < r - 1e-12) if HIGHER_IS_BETTER[metric] else not (m < r or m <= 0 >= r):
+                    losses.append(metric)
+            out[name][key] = losses
+    return out
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -310,52 +434,69 @@ def _cell(stats: dict | None) -> str:
 
 
 def render_markdown(result: dict, context: dict | None = None) -> str:
-    """evaluation.md: a title, one line of conditions, and one table per metric (rows: samplers, columns: budgets).
+    """evaluation.md: a title, the conditions, then one table per budget (rows: selections; columns: metrics).
 
-    In each column the best sampler mean is bold. `context` may name the input, label column and encoder.
+    In each column the best mean is bold; the last column says whether the selection beats random on every
+    metric, or names the metrics where it does not. `context` may name the input, label columns and encoder.
     """
     context = context or {}
     cfg, rows = result["config"], result["rows"]
-    budgets = result["budgets"]
+    metrics = result.get("metrics", [m for m in METRICS if m != "fine_label_coverage"])
     title = f"# Sampler evaluation: {context.get('input_name', 'corpus')}"
     labels_from = f"labels from `{context['label_column']}`" if context.get("label_column") else "labels"
     n_labels = len(result["labels"]["pool"])
+    fine = ""
+    if result.get("fine_labels") and cfg.get("fine_label_column"):
+        fine = f" and {result['fine_labels']['pool']} fine labels from `{cfg['fine_label_column']}`"
     seeds = ", ".join(str(s) for s in cfg["seeds"])
+    sees = (f"Samplers run as `selectflow select` runs them and never see the labels they are graded on; rows named "
+            f"'+ labels `{cfg['sampler_label_column']}`' give label-using samplers that column."
+            if cfg.get("sampler_label_column") else
+            "Samplers run as `selectflow select` runs them (no labels column), so they never see the labels they are graded on.")
     conditions = (
-        f"{rows['labelled']:,} labelled rows, {labels_from} ({n_labels} labels); a test split of "
-        f"{rows['test']:,} rows ({100 * cfg['test_fraction']:g}% of each label, split seed {cfg['split_seed']}) is held out "
-        f"and samplers select from the other {rows['pool']:,}. Proxy classifier: logistic regression (C = {cfg['classifier_c']:g}) "
-        f"on {context.get('encoder', 'the')} embeddings of the selected rows. Each cell is the mean ± std over seeds {seeds}; "
-        f"`random` is the baseline."
+        f"{rows['labelled']:,} labelled rows, {labels_from} ({n_labels} labels){fine}; a test split of "
+        f"{rows['test']:,} rows ({100 * cfg['test_fraction']:g}% of each {'fine ' if fine else ''}label, split seed {cfg['split_seed']}) "
+        f"is held out and samplers select from the other {rows['pool']:,}. {sees} F1: macro-F1 of a logistic regression "
+        f"(C = {cfg['classifier_c']:g}) on {context.get('encoder', 'the')} embeddings of the selected rows. cover: mean cosine "
+        f"distance from each test row to its nearest selected row. dup: share of selected rows with a near-duplicate "
+        f"(cosine > {NEAR_DUPLICATE_SIMILARITY}) in the selection. Each cell is the mean ± std over seeds {seeds}. "
+        f"`random` is the baseline; `kmeans-medoids` and `facility-location` are coverage baselines. "
+        f"\"vs random\" names the metrics where a selection's mean does not beat random's (✓: beats it on all)."
     )
     if rows["unlabelled_excluded"]:
         conditions += f" {rows['unlabelled_excluded']:,} rows without a label were left out."
     lines = [title, "", conditions]
-    header = "| sampler | " + " | ".join(b["label"] for b in budgets) + " |"
-    rule = "|---|" + "---:|" * len(budgets)
     reference = result["reference_all_pool"]
+    lost = verdicts(result)
     errors: list[str] = []
-    for metric, caption in METRICS.items():
-        lines += ["", f"**{caption}**", "", header, rule]
+    header = "| selection | " + " | ".join(SHORT_NAMES[m] for m in metrics) + " | vs random |"
+    rule = "|---|" + "---:|" * len(metrics) + "---|"
+    for b in result["budgets"]:
+        key = str(b["requested"])
+        lines += ["", f"**{b['label']}**", "", header, rule]
         best = {}
-        for b in budgets:
-            means = [result["summary"][s][str(b["requested"])][metric] for s in result["samplers"]]
+        for metric in metrics:
+            means = [result["summary"][s][key][metric] for s in result["samplers"]]
             means = [m["mean"] for m in means if m is not None]
             if means:
-                best[str(b["requested"])] = max(means) if HIGHER_IS_BETTER[metric] else min(means)
+                best[metric] = max(means) if HIGHER_IS_BETTER[metric] else min(means)
         for name in result["samplers"]:
+            cell = result["summary"][name][key]
             cells = []
-            for b in budgets:
-                cell = result["summary"][name][str(b["requested"])]
+            for metric in metrics:
                 text = _cell(cell[metric])
-                if cell[metric] is not None and math.isclose(cell[metric]["mean"], best[str(b["requested"])], rel_tol=0, abs_tol=5e-4):
+                if cell[metric] is not None and math.isclose(cell[metric]["mean"], best[metric], rel_tol=0, abs_tol=5e-4):
                     text = f"**{text}**"
-                if cell["errors"]:
-                    text += " ¹"
-                    errors += [f"{name} at {b['label']}: {e}" for e in cell["errors"]]
                 cells.append(text)
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append(f"| *whole pool ({rows['pool']:,} rows)* | " + " | ".join([f"*{reference[metric]:.3f}*"] * len(budgets)) + " |")
+            if name == BASELINE:
+                verdict = "baseline"
+            else:
+                verdict = "✓" if not lost[name][key] else "✗ " + ", ".join(SHORT_NAMES[m].split()[0] for m in lost[name][key])
+            if cell["errors"]:
+                verdict += " ¹"
+                errors += [f"{name} at {b['label']}: {e}" for e in cell["errors"]]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
+        lines.append(f"| *whole pool ({rows['pool']:,} rows)* | " + " | ".join(f"*{reference[m]:.3f}*" for m in metrics) + " | |")
     if errors:
         lines += ["", "¹ some seeds failed: " + "; ".join(sorted(set(errors)))]
     return "\n".join(lines) + "\n"

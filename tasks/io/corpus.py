@@ -150,6 +150,27 @@ def scan(path: str | Path) -> tuple[pl.LazyFrame, str, list[str]]:
     return lf, fmt, columns
 
 
+def check_input_columns(path: str | Path, columns: list[str]) -> None:
+    """Fail before any work when an input column named by an option does not exist."""
+    _, _, available = scan(path)
+    for column in columns:
+        if column not in available:
+            raise InputError(f"{path}: column {column!r} does not exist; columns are: {', '.join(available)}.")
+
+
+def read_input_columns(path: str | Path, columns: list[str], rows: pl.Series) -> dict[str, list]:
+    """Values of input `columns` for the input rows `rows` (the prepared corpus's `row`), in that order.
+
+    For columns the prepared corpus does not keep, e.g. a second label column for an evaluation.
+    """
+    check_input_columns(path, columns)
+    lf, _, _ = scan(path)
+    wanted = pl.DataFrame({"__row": rows.cast(pl.UInt32)})
+    frame = (lf.with_row_index("__row").select(["__row", *dict.fromkeys(columns)]).collect()
+             .join(wanted.with_row_index("__order"), on="__row", how="inner").sort("__order"))
+    return {c: frame[c].to_list() for c in columns}
+
+
 def _culprit(files: list[Path], fmt: str) -> Path:
     """The first file that cannot be read on its own (for the error message), else the first file."""
     if len(files) > 1:

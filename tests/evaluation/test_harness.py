@@ -60,11 +60,12 @@ def test_samplers_only_ever_see_the_pool(monkeypatch):
         return sampler
 
     monkeypatch.setattr(harness, "get_sampler", spying_get_sampler)
-    result = evaluate(emb, labels, EvaluationConfig(samplers=["kmeans"], budgets=[0.1, 20], seeds=[0, 1]))
+    result = evaluate(emb, labels, EvaluationConfig(samplers=["kmeans"], budgets=[0.1, 20], seeds=[0, 1], baselines=[]))
     test_rows = np.array(result["test_rows"])
     test_vectors = {emb[r].tobytes() for r in test_rows}
     assert len(seen) == 2 * 2 * 2 and len(test_rows) == 32
     for data in seen:
+        assert data.labels is None  # as `select` runs it: never the labels it is graded on
         assert data.n_rows == len(emb) - len(test_rows)
         assert not test_vectors & {row.tobytes() for row in data.embeddings}
         sims, _ = data.knn(emb[test_rows[:3]], 1)  # the index holds pool rows only, so no test row finds itself
@@ -95,12 +96,12 @@ def test_random_baseline_and_samplers_report_mean_and_spread_over_seeds():
     emb, labels, _ = toy_corpus(noise=0.6)  # overlapping labels, so small selections differ between seeds
     config = EvaluationConfig(samplers=["kmeans"], budgets=[0.05, 0.2], seeds=[0, 1, 2])
     result = evaluate(emb, labels, config)
-    assert result["samplers"] == ["random", "kmeans"]
-    assert len(result["runs"]) == 2 * 2 * 3
+    assert result["samplers"] == ["random", "kmeans-medoids", "facility-location", "kmeans"]
+    assert len(result["runs"]) == 4 * 2 * 3
     spreads = []
     for name in ("random", "kmeans"):
         for budget in ("0.05", "0.2"):
-            for metric in ("macro_f1", "label_coverage", "test_distance"):
+            for metric in ("macro_f1", "label_coverage", "test_distance", "near_duplicates"):
                 cell = result["summary"][name][budget][metric]
                 values = [r[metric] for r in result["runs"] if r["sampler"] == name and str(r["budget"]) == budget]
                 assert cell["values"] == values and len(values) == 3
@@ -111,12 +112,13 @@ def test_random_baseline_and_samplers_report_mean_and_spread_over_seeds():
     random_cell = result["summary"]["random"]["0.05"]["macro_f1"]
     md = render_markdown(result, {"input_name": "toy", "label_column": "label"})
     assert f"| random | {random_cell['mean']:.3f} ± {random_cell['std']:.3f}" in md.replace("**", "")
-    assert md.count("| kmeans |") == 3 and "5% (6 rows)" in md and "20% (26 rows)" in md  # of a 128-row pool
+    assert md.count("| kmeans |") == 2 and "5% (6 rows)" in md and "20% (26 rows)" in md  # one table per budget, 128-row pool
+    assert md.count("| random |") == 2 and md.count("baseline |") == 2
 
 
 def test_same_config_gives_the_same_result_and_the_split_seed_matters():
     emb, labels, _ = toy_corpus(noise=0.6)
-    config = EvaluationConfig(samplers=["kmeans"], budgets=[0.1], seeds=[0, 1])
+    config = EvaluationConfig(samplers=["kmeans"], budgets=[0.1], seeds=[0, 1], baselines=[])
     strip = lambda res: [{k: v for k, v in r.items() if k != "seconds"} for r in res["runs"]]  # noqa: E731
     first, second = evaluate(emb, labels, config), evaluate(emb, labels, config)
     assert strip(first) == strip(second) and first["summary"] == second["summary"]
@@ -130,7 +132,7 @@ def test_label_problems():
         evaluate(emb, labels[:3] + [["label0", "label1"]] + labels[4:], EvaluationConfig(samplers=[], budgets=[4], seeds=[0]))
     # Rows without a label are left out of the split and counted, never given to a sampler.
     unlabelled = [[] if i % 10 == 0 else v for i, v in enumerate(labels)]
-    result = evaluate(emb, unlabelled, EvaluationConfig(samplers=["kmeans"], budgets=[4], seeds=[0]))
+    result = evaluate(emb, unlabelled, EvaluationConfig(samplers=["kmeans"], budgets=[4], seeds=[0], baselines=[]))
     assert result["rows"]["unlabelled_excluded"] == 4 and result["rows"]["pool"] + result["rows"]["test"] == 36
     assert not {0, 10, 20, 30} & set(result["test_rows"] + result["runs"][0]["selected_rows"])
     assert "4 rows without a label were left out" in render_markdown(result)
@@ -171,6 +173,8 @@ def test_output_folder_and_readme_block(tmp_path):
     (["--labels", "source", "--samplers", "kmeans,nope"], "Unknown sampler 'nope'"),
     (["--labels", "source", "-o", "k=4"], "must name its sampler, e.g. -o kmeans.k=16"),
     (["--labels", "source", "--readme", "/no/such/README.md"], "README file not found"),
+    (["--labels", "source", "--fine-labels", "no_such_column"], "column 'no_such_column' does not exist"),
+    (["--labels", "source", "--baselines", "medoids"], "Unknown baseline 'medoids' in --baselines"),
 ])
 def test_cli_refuses_bad_requests_before_any_work(args, message, tmp_path, capsys):
     from selectflow.flows.cli import main
@@ -195,10 +199,89 @@ def test_cli_evaluates_a_real_slice_and_updates_the_readme(tmp_path, bundled_sli
     doc = json.loads((out / "evaluation.json").read_text())
     assert doc["rows"] == {"usable": 80, "labelled": 80, "unlabelled_excluded": 0, "pool": 56, "test": 24}
     assert doc["labels"]["test"] == {s: 3 for s in doc["labels"]["test"]} and len(doc["labels"]["test"]) == 8
-    assert len(doc["runs"]) == 2 * 2 * 2 and doc["config"]["sampler_options"] == {"kmeans": {"k": 4}}
+    assert len(doc["runs"]) == 4 * 2 * 2 and doc["config"]["sampler_options"] == {"kmeans": {"k": 4}}
     for run in doc["runs"]:
         assert "error" not in run and not set(run["selected_rows"]) & set(doc["test_rows"])
     md = (out / "evaluation.md").read_text()
-    assert "| random |" in md and "| kmeans |" in md and "10% (6 rows)" in md and "| 8 rows |" in md
+    assert "| random |" in md and "| kmeans |" in md and "10% (6 rows)" in md and "**8 rows**" in md
+    assert "| facility-location |" in md and "| kmeans-medoids |" in md and "dup ↓" in md
     assert md.splitlines()[2] in readme.read_text() and readme.read_text().startswith(f"intro\n{README_START}\n")
     assert "| kmeans |" in capsys.readouterr().out
+
+
+def test_label_using_samplers_see_a_labels_column_only_when_given_one_as_a_separate_row(monkeypatch):
+    emb, labels, values = toy_corpus(noise=0.6)
+    seen: dict[str, list] = {}
+    real_get_sampler = harness.get_sampler
+
+    def spying_get_sampler(name, options=None):
+        sampler = real_get_sampler(name, options)
+        real_select = sampler.select
+
+        def select(data, budget, seed):
+            seen.setdefault(name, []).append(data.labels)
+            return real_select(data, budget, seed)
+
+        sampler.select = select
+        return sampler
+
+    monkeypatch.setattr(harness, "get_sampler", spying_get_sampler)
+    given = [f"tag{i % 3}" for i in range(len(emb))]
+    config = EvaluationConfig(samplers=["kmeans", "mig"], budgets=[10], seeds=[0], baselines=[], sampler_label_column="tag")
+    result = evaluate(emb, labels, config, sampler_labels=given)
+    assert result["samplers"] == ["random", "kmeans", "mig", "mig + labels tag"]  # kmeans reads no labels
+    mig_calls = seen["mig"]
+    assert mig_calls[0] is None and {t for row in mig_calls[1] for t in row} == {"tag0", "tag1", "tag2"}
+    assert all(labels_seen is None for labels_seen in seen["kmeans"])
+    md = render_markdown(result)
+    assert "| mig + labels tag |" in md and "never see the labels they are graded on" in md
+    with pytest.raises(ConfigError, match="no sampler labels were passed"):
+        evaluate(emb, labels, config)
+
+
+def test_fine_labels_stratify_the_split_and_are_covered():
+    emb, labels, values = toy_corpus(per_label=40)
+    fine = [f"{v}-t{i % 5}" for i, v in enumerate(values)]  # 20 fine labels, 8 rows each
+    config = EvaluationConfig(samplers=[], budgets=[20, 0.5], seeds=[0], baselines=["kmeans-medoids"], fine_label_column="t")
+    result = evaluate(emb, labels, config, fine_labels=fine)
+    test = np.array(result["test_rows"])
+    counts = {k: int(v) for k, v in zip(*np.unique(np.asarray(fine, dtype=object)[test].astype(str), return_counts=True))}
+    assert set(counts.values()) == {2} and len(counts) == 20  # round(0.2 * 8) of every fine label
+    assert result["fine_labels"] == {"pool": 20, "test": 20}
+    for run in result["runs"]:
+        chosen = set(np.asarray(fine, dtype=object)[run["selected_rows"]].tolist())
+        assert run["fine_label_coverage"] == pytest.approx(len(chosen) / 20)
+    assert "fine labels ↑" in render_markdown(result)
+
+
+def test_near_duplicate_rate_and_the_verdict_against_random():
+    from selectflow.tasks.reporting.metrics import near_duplicate_rate
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    twins = np.vstack([x, x[:2] + 0.001]).astype(np.float32)
+    twins /= np.linalg.norm(twins, axis=1, keepdims=True)
+    assert near_duplicate_rate(twins, np.arange(10)) == 0.0
+    assert near_duplicate_rate(twins, np.arange(12)) == pytest.approx(4 / 12)  # rows 0, 1 and their twins
+
+    def cell(mean):
+        return {"mean": mean, "std": None, "values": [mean]}
+
+    metrics = ["macro_f1", "test_distance", "near_duplicates"]
+    result = {"samplers": ["random", "a", "b", "c"], "metrics": metrics, "budgets": [{"requested": 5, "rows": 5, "label": "5 rows"}],
+              "summary": {"random": {"5": {"macro_f1": cell(0.8), "test_distance": cell(0.4), "near_duplicates": cell(0.0)}},
+                          "a": {"5": {"macro_f1": cell(0.8), "test_distance": cell(0.39), "near_duplicates": cell(0.0)}},
+                          "b": {"5": {"macro_f1": cell(0.79), "test_distance": cell(0.4), "near_duplicates": cell(0.1)}},
+                          "c": {"5": {"macro_f1": cell(0.9), "test_distance": cell(0.3), "near_duplicates": cell(0.0)}}}}
+    lost = harness.verdicts(result)
+    assert lost["a"]["5"] == [] and lost["c"]["5"] == []  # ties on F1 and at zero duplicates do not lose
+    assert lost["b"]["5"] == metrics  # below on F1, equal on distance (not better), above on duplicates
+
+
+def test_coverage_baselines_cover_better_than_random():
+    emb, labels, _ = toy_corpus(n_labels=8, per_label=30, noise=0.5)
+    config = EvaluationConfig(samplers=[], budgets=[16], seeds=[0, 1, 2])
+    result = evaluate(emb, labels, config)
+    distance = {name: result["summary"][name]["16"]["test_distance"]["mean"] for name in result["samplers"]}
+    assert distance["kmeans-medoids"] < distance["random"] and distance["facility-location"] < distance["random"]
