@@ -113,6 +113,7 @@ def _add_selection_args(p: argparse.ArgumentParser, out_help: str, sampler_help:
     p.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
+    p.add_argument("--dedup", default=None, metavar="THRESHOLD", help="semantic dedup first: drop rows at cosine similarity >= THRESHOLD (in (0, 1]) to a kept row, keeping the highest-quality row of each group; the sampler selects among the kept rows; dropped rows are listed in dropped.parquet and the report (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
 
 
@@ -156,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="SAMPLER.NAME=VALUE", help="a sampler option, e.g. kmeans.k=16 (repeatable)")
     ev.add_argument("--readme", default=None, metavar="PATH", help="also replace the block between <!-- eval-table:start --> and <!-- eval-table:end --> in this file with the tables")
     ev.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another evaluation")
+
+    dd = sub.add_parser("dedup", help="drop semantic near-duplicates; write kept.parquet and dropped.parquet",
+                        description="Semantic dedup (SemDeDup inside FAISS k-means clusters): of every group of rows at cosine "
+                                    "similarity >= --threshold, keep the highest-quality row (ties: a seeded key of the id). "
+                                    "Writes kept.parquet (the kept rows), dropped.parquet (dropped_id, kept_id, similarity), "
+                                    "dedup_report.json and manifest.json.")
+    _add_corpus_args(dd)
+    dd.add_argument("--threshold", required=True, metavar="T", help="cosine similarity in (0, 1] at which two rows are near-duplicates, e.g. 0.95 (1.0: exact duplicates only)")
+    dd.add_argument("--out", default="selectflow-dedup", metavar="DIR", help="output folder (default: ./selectflow-dedup)")
+    dd.add_argument("--seed", type=int, default=0, help="seed of the clustering and the tie-breaks (default: 0)")
+    dd.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
 
     sub.add_parser("info", help="show the device, GPU FAISS and the default encoder")
 
@@ -229,7 +241,7 @@ def cmd_select(args) -> int:
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
                                 options={args.sampler: options}, target=args.target,
                                 target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous, per_group=args.per_group)
+                                previous_runs=args.previous, per_group=args.per_group, dedup=_dedup(args.dedup))
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
     dc = result["diversity"]
@@ -257,7 +269,7 @@ def _select_many(args, names: list[str]) -> int:
     per_sampler = {n: {k: v for k, v in options.items() if k in SAMPLERS[n].Options.model_fields} for n in names}
     selection = SelectionParams(sampler=names[0], budget=args.budget, seed=args.seed, options=per_sampler,
                                 target=args.target, target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous)
+                                previous_runs=args.previous, dedup=_dedup(args.dedup))
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_many(names, _corpus(args), _encoder(args), selection, output, _runner(args))
     for run in result["runs"]:
@@ -280,6 +292,27 @@ def _print_plan(args, options: dict) -> int:
           f"(excluded: {excluded}), select {facts['budget_rows']:,} with {args.sampler}")
     print(plan.render())
     print("nothing was run (dry run)")
+    return 0
+
+
+def _dedup(value, flag: str = "--dedup"):
+    """A --dedup/--threshold value as a float in (0, 1] (None stays None), or a one-line ConfigError."""
+    from selectflow.tasks.samplers.dedup import check_threshold
+
+    return None if value is None else check_threshold(value, flag)
+
+
+def cmd_dedup(args) -> int:
+    from selectflow.flows.dedup import run_dedup_corpus
+
+    threshold = _dedup(args.threshold, "--threshold")  # before any work
+    result = run_dedup_corpus(threshold, _corpus(args), _encoder(args), args.seed, args.out, args.overwrite,
+                              args.cache_dir, _runner(args))
+    print(f"kept {result['kept']} of {result['rows']} usable rows; dropped {result['dropped']} near-duplicates "
+          f"(cosine similarity >= {threshold:g}, {result['diagnostics']['n_clusters']} clusters)")
+    print(f"  kept rows:    {result['kept_parquet']}")
+    print(f"  dropped rows: {result['dropped_parquet']}")
+    print(f"  manifest:     {result['manifest']}")
     return 0
 
 
@@ -369,7 +402,7 @@ def cmd_serve(args) -> int:
     if args.limit < 1:
         raise ConfigError(f"--limit {args.limit} must be at least 1.")
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
-                                options={args.sampler: dict(args.option)})
+                                options={args.sampler: dict(args.option)}, dedup=_dedup(args.dedup))
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
     serve_flows(name=args.name, select_cron=args.cron or None, embed_cron=args.embed_cron or None,
                 timezone=args.timezone, corpus=_corpus(args), encoder=_encoder(args), selection=selection,
@@ -418,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     from selectflow.tasks.errors import SelectflowError
 
     handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info, "serve": cmd_serve,
-               "evaluate": cmd_evaluate, "compare": cmd_compare}[args.command]
+               "evaluate": cmd_evaluate, "compare": cmd_compare, "dedup": cmd_dedup}[args.command]
     try:
         return handler(args)
     except SelectflowError as exc:

@@ -87,6 +87,7 @@ class SelectionParams(BaseModel):
     feedback: Optional[str] = Field(default=None, description="Parquet of per-row feedback from training on an earlier round (columns sf_id or id, and feedback): iterative kMQ reweights clusters with it.")
     previous_runs: list[str] = Field(default_factory=list, description="Output folders (or selected.parquet files) of earlier rounds: their rows are never selected again.")
     per_group: bool = Field(default=False, description="Select inside each group of the group column separately: the budget split in proportion to group size, one task per group on the task runner, then merged.")
+    dedup: Optional[float] = Field(default=None, gt=0, le=1, description="Semantic dedup before selecting: drop rows at cosine similarity >= this threshold to a kept row (the highest-quality row of each near-duplicate group stays; listed in dropped.parquet). Empty: off.")
 
     def sampler_options(self) -> dict:
         return getattr(self.options, self.sampler).model_dump()

@@ -76,7 +76,8 @@ def select_groups(prepared: dict, embedded: dict, selection: SelectionParams, ca
     futures = select_task.map(
         unmapped(prepared), unmapped(embedded), unmapped(None), unmapped(selection.sampler),
         unmapped(selection.sampler_options()), [g["quota"] for g in plan], unmapped(selection.seed), unmapped(cache),
-        unmapped(target), unmapped(selection.feedback), unmapped(selection.previous_runs), [g["group"] for g in plan])
+        unmapped(target), unmapped(selection.feedback), unmapped(selection.previous_runs), [g["group"] for g in plan],
+        dedup=unmapped(selection.dedup))
     parts = [f.result() for f in futures]
     return merge_groups_task(parts, plan, selection.sampler, selection.budget, selection.seed, cache)
 
@@ -87,7 +88,8 @@ def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: Selecti
             "selection": {"sampler": selection.sampler, "budget": selection.budget, "seed": selection.seed,
                           "options": selection.sampler_options(), "target": selection.target,
                           "target_text_columns": selection.target_text_columns, "feedback": selection.feedback,
-                          "previous_runs": selection.previous_runs, "per_group": selection.per_group}}
+                          "previous_runs": selection.previous_runs, "per_group": selection.per_group,
+                          **({"dedup": selection.dedup} if selection.dedup is not None else {})}}
 
 
 def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
@@ -104,7 +106,7 @@ def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderPara
     else:
         chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
                            selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
-                           target, selection.feedback, selection.previous_runs)
+                           target, selection.feedback, selection.previous_runs, dedup=selection.dedup)
     outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
                                  chosen, str(out_dir), run_key, config, timer.seconds, tuple(output.formats))
     publish_artifacts_task(outputs, embedded["prepared"], chosen)

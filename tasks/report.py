@@ -15,7 +15,7 @@ from .io.atomic import write_json, write_text
 from .io.corpus import CorpusSpec, read_original_rows
 from .io.changes import changes_since_previous
 from .io.outputs import begin_outputs, provenance_frame, write_hf_dataset, write_jsonl, write_parquet
-from .reporting.build import analysis_k, build_report
+from .reporting.build import EXAMPLE_CHARS, analysis_k, build_report
 from .reporting.metrics import nearest_selected
 from .samplers.clustering import kmeans
 from .select import load_selection
@@ -73,6 +73,12 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
     begin_outputs(out, run_key)
     write_parquet(selected, out / "selected.parquet")
     outputs = ["selected.parquet"]
+    dropped = dropped_frame(arrays, ids, rows)
+    if dropped is not None:
+        write_parquet(dropped, out / "dropped.parquet")  # every row semantic dedup dropped, beside the row kept for it
+        outputs.append("dropped.parquet")
+    else:
+        (out / "dropped.parquet").unlink(missing_ok=True)  # never leave an earlier run's list beside this run
     if "jsonl" in formats:
         write_jsonl(selected, out / "selected.jsonl")
         outputs.append("selected.jsonl")
@@ -91,6 +97,9 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
         "text_columns": ", ".join(prepared["text_columns"]),
         "duration_seconds": round(sum(timings.values()), 2), "selectflow_version": library_versions().get("selectflow", ""),
     }
+    if dropped is not None:
+        summary["dedup_threshold"] = selection["dedup"]["threshold"]
+        summary["dedup_dropped_rows"] = dropped.height
     data_problems = {"rows_read": prepared["n_read"], "rows_excluded": n_excluded, "excluded": prepared["excluded"],
                      "truncated_texts": embedded["truncated"], "exact_duplicate_rows": exact_dupes,
                      "empty_label_rows": prepared.get("empty_label_rows", 0)}
@@ -108,6 +117,8 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
         diagnostics=selection["diagnostics"], summary=summary, data_problems=data_problems,
         sampler_options=selection["options"], timings=timings, knn=knn,
         nearest_row=nearest_pos, nearest_sim=nearest_sim, seed=seed, changes=changes,
+        extra_examples=None if dropped is None else [dedup_examples(arrays, ids, _texts_by_row(prepared["prepared_path"]),
+                                                                    selection["dedup"]["threshold"])],
     )
     timings["report"] = time.perf_counter() - t0
     report["timings"] = timings
@@ -118,7 +129,8 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
         "input": {"path": prepared["input_path"], "content_hash": prepared["input_hash"], "format": prepared["format"],
                   "text_columns": list(prepared["text_columns"])},
         "rows": {"read": prepared["n_read"], "usable": prepared["n_usable"], "excluded": n_excluded,
-                 "excluded_by_reason": prepared["excluded"], "selected": len(rows)},
+                 "excluded_by_reason": prepared["excluded"], "selected": len(rows),
+                 **({"dropped_by_dedup": dropped.height} if dropped is not None else {})},
         "config": config,
         "seed": seed,
         "budget": {"requested": selection["budget_requested"], "rows": selection["budget"]},
@@ -140,6 +152,37 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
     return {"out_dir": str(out), "selected": len(rows), "report": str(out / "report.html"),
             "parquet": str(out / "selected.parquet"), "manifest": str(out / "manifest.json"),
             "diversity": report["diversity_coverage"], "composition": report["composition"]}
+
+
+DEDUP_REPORT_ROWS = 200
+
+
+def dropped_frame(arrays: dict, ids: list[str], rows: np.ndarray) -> pl.DataFrame | None:
+    """dropped.parquet: each row semantic dedup dropped, the kept row it was dropped for, their similarity. None without dedup."""
+    if "dedup_dropped" not in arrays:
+        return None
+    dropped, kept = arrays["dedup_dropped"], arrays["dedup_kept_for"]
+    return pl.DataFrame({
+        "dropped_id": pl.Series([ids[int(r)] for r in dropped], dtype=pl.String),
+        "kept_id": pl.Series([ids[int(r)] for r in kept], dtype=pl.String),
+        "similarity": np.asarray(arrays["dedup_similarity"], dtype=np.float64),
+        "kept_selected": np.isin(kept, rows),
+    })
+
+
+def dedup_examples(arrays: dict, ids: list[str], texts_by_row, threshold: float) -> dict:
+    """The report's table of dropped rows beside their kept row (the first DEDUP_REPORT_ROWS; all are in dropped.parquet)."""
+    dropped, kept, sims = arrays["dedup_dropped"], arrays["dedup_kept_for"], arrays["dedup_similarity"]
+    shown = min(len(dropped), DEDUP_REPORT_ROWS)
+    texts = texts_by_row([int(r) for r in dropped[:shown]] + [int(r) for r in kept[:shown]])
+    cut = lambda t: (t[:EXAMPLE_CHARS] + "…") if t and len(t) > EXAMPLE_CHARS else t  # noqa: E731
+    more = f"; the first {shown} shown, all in dropped.parquet" if shown < len(dropped) else ""
+    return {
+        "title": f"Rows dropped by semantic dedup (similarity ≥ {threshold:g}) beside the row kept for them: {len(dropped)}{more}",
+        "headers": ["dropped id", "dropped text", "similarity", "kept id", "kept text"],
+        "rows": [[ids[int(dropped[j])], cut(texts[j]), float(sims[j]), ids[int(kept[j])], cut(texts[shown + j])]
+                 for j in range(shown)],
+    }
 
 
 @task(name="publish-artifacts", cache_policy=NONE)

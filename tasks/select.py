@@ -58,8 +58,12 @@ def load_selection_input(prepared: dict, embedded: dict, index: dict | None, tar
 @task(name="select", cache_policy=NONE)
 def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str, options: dict,
                 budget: float, seed: int, cache_dir: str, target: dict | None = None, feedback: str | None = None,
-                previous: list[str] | None = None, group: str | None = None) -> dict:
-    """Run the sampler over the whole corpus, or, with `group`, over that group's rows only (budget: a row count)."""
+                previous: list[str] | None = None, group: str | None = None, dedup: float | None = None) -> dict:
+    """Run the sampler over the whole corpus, or, with `group`, over that group's rows only (budget: a row count).
+
+    With `dedup` (a cosine threshold), semantic dedup runs first (within the group, if any) and the sampler
+    selects among the rows it keeps; the dropped rows and the kept row each was dropped for are saved too.
+    """
     logger = get_run_logger()
     chosen = get_sampler(sampler, options)  # validates the options before any work
     n_budget = resolve_budget(budget, prepared["n_usable"])
@@ -68,7 +72,7 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
               "previous": [file_hash(p if not Path(p).is_dir() else Path(p) / "selected.parquet") for p in previous or []]}
     key = config_hash({"matrix": embedded["key"], "sampler": sampler, "options": chosen.options.model_dump(),
                        "budget": n_budget, "seed": seed, "index": index["key"] if index else None, "rounds": rounds,
-                       "group": group})
+                       "group": group, **({"dedup": dedup} if dedup is not None else {})})
     folder = Workspace(cache_dir).selection_dir(key)
     meta_path = folder / "selection.json"
     if meta_path.exists():
@@ -83,23 +87,49 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
         local_previous = np.flatnonzero(np.isin(members, data.previous_rows)) if data.previous_rows is not None else None
         data = replace(subset_input(data, members), previous_rows=local_previous)
     t0 = time.perf_counter()
+    deduped = None
+    if dedup is not None:
+        deduped, data = _dedup_input(data, dedup, n_budget, seed)
     # Sampler.select refuses a budget above the rows left by earlier rounds and never returns one of them.
     selection = chosen.select(data, n_budget, seed)
     selection.diagnostics.update(facts)
+    extra = {}
+    if deduped is not None:
+        selection.rows = deduped.kept[selection.rows]
+        selection.diagnostics["dedup"] = deduped.diagnostics
+        extra = {"dedup_dropped": deduped.dropped, "dedup_kept_for": deduped.kept_for, "dedup_similarity": deduped.similarity}
     if members is not None:
         selection.rows = members[selection.rows]
+        extra = {k: (members[v] if k != "dedup_similarity" else v) for k, v in extra.items()}
     seconds = time.perf_counter() - t0
     arrays = folder / "selection.npz"
     with atomic_path(arrays, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, rows=selection.rows, scores=selection.scores, weights=selection.weights,
-                     clusters=selection.clusters if selection.clusters is not None else np.full(len(selection.rows), -1))
+                     clusters=selection.clusters if selection.clusters is not None else np.full(len(selection.rows), -1), **extra)
     meta = {"key": key, "sampler": sampler, "options": chosen.options.model_dump(), "budget": n_budget,
             "budget_requested": budget, "seed": seed, "arrays": str(arrays), "has_clusters": selection.clusters is not None,
-            "diagnostics": selection.diagnostics, "seconds": seconds}
+            "diagnostics": selection.diagnostics, "seconds": seconds,
+            "dedup": None if deduped is None else {"threshold": dedup, "rows_dropped": int(len(deduped.dropped))}}
     write_json(meta_path, meta)
     logger.info("%s selected %d of %d rows in %.1fs", sampler, n_budget, prepared["n_usable"], seconds)
     return {**meta, "reused": False}
+
+
+def _dedup_input(data, threshold: float, n_budget: int, seed: int):
+    """Semantic dedup of the sampler's input: (the dedup result, the input restricted to the kept rows)."""
+    from .errors import ConfigError
+    from .samplers.dedup import semantic_dedup
+
+    deduped = semantic_dedup(data.embeddings, threshold, quality=data.quality, ids=data.ids, seed=seed)
+    kept = deduped.kept
+    if n_budget > len(kept):
+        raise ConfigError(f"Budget of {n_budget} rows is more than the {len(kept)} rows left after --dedup {threshold:g} "
+                          f"dropped {len(deduped.dropped)} near-duplicates; lower --budget or raise the --dedup threshold.")
+    local_previous = None
+    if data.previous_rows is not None:
+        local_previous = np.flatnonzero(np.isin(kept, data.previous_rows))
+    return deduped, replace(subset_input(data, kept), previous_rows=local_previous)
 
 
 def load_selection(selection: dict) -> dict[str, np.ndarray]:
@@ -130,6 +160,12 @@ def merge_groups_task(parts: list[dict], plan: list[dict], sampler: str, budget:
     order = [(rank, g) for g, a in enumerate(arrays) for rank in range(len(a["rows"]))]
     order.sort()
     merged = {k: np.concatenate([arrays[g][k][rank : rank + 1] for rank, g in order]) for k in ("rows", "scores", "weights", "clusters")}
+    dedup_keys = ("dedup_dropped", "dedup_kept_for", "dedup_similarity")
+    if any(dedup_keys[0] in a for a in arrays):  # each group deduplicated inside itself: all of their dropped rows
+        for k in dedup_keys:
+            merged[k] = np.concatenate([a[k] for a in arrays if k in a])
+        by_row = np.argsort(merged[dedup_keys[0]], kind="stable")
+        merged.update({k: merged[k][by_row] for k in dedup_keys})
     key = config_hash({"parts": [p["key"] for p in parts]})
     folder = Workspace(cache_dir).selection_dir(key)
     path = folder / "selection.npz"
@@ -141,6 +177,8 @@ def merge_groups_task(parts: list[dict], plan: list[dict], sampler: str, budget:
             "diagnostics": {"per_group": [{**g, "diagnostics": {k: v for k, v in p["diagnostics"].items()
                                                                  if not isinstance(v, (list, dict))}}
                                           for g, p in zip(plan, parts)]},
-            "seconds": float(sum(p["seconds"] for p in parts))}
+            "seconds": float(sum(p["seconds"] for p in parts)),
+            "dedup": None if parts[0].get("dedup") is None else {
+                "threshold": parts[0]["dedup"]["threshold"], "rows_dropped": int(sum(p["dedup"]["rows_dropped"] for p in parts))}}
     write_json(folder / "selection.json", meta)
     return {**meta, "reused": all(p["reused"] for p in parts)}

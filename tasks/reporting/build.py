@@ -54,6 +54,7 @@ def build_report(
     seed: int = 0,
     extra_diversity: dict | None = None,
     changes: dict | None = None,
+    extra_examples: list[dict] | None = None,
 ) -> tuple[dict, str]:
     n = embeddings.shape[0]
     rng = np.random.default_rng(seed)
@@ -123,5 +124,5 @@ def build_report(
         "rows": [[ids[int(r)], cut(texts[off + j]), float(rejected_near_sim[j]), ids[int(rejected_near[j])],
                   cut(texts[off + len(rejected) + j])] for j, r in enumerate(rejected)],
     }
-    report["examples"] = [top_examples, rej_examples]
+    report["examples"] = [top_examples, rej_examples] + list(extra_examples or [])
     return report, render_report(report, report["examples"])

@@ -77,9 +77,9 @@ def check_threshold(threshold, what: str = "Dedup threshold") -> float:
     try:
         value = float(threshold)
     except (TypeError, ValueError):
-        raise ConfigError(f"{what} {threshold!r} is not a number; pass a cosine similarity in (0, 1], e.g. 0.95.") from None
+        raise ConfigError(f"{what} {threshold} is not a number; pass a cosine similarity in (0, 1], e.g. 0.95.") from None
     if not (0.0 < value <= 1.0) or math.isnan(value):
-        raise ConfigError(f"{what} {threshold!r} is outside (0, 1]; pass a cosine similarity such as 0.95 "
+        raise ConfigError(f"{what} {threshold} is outside (0, 1]; pass a cosine similarity such as 0.95 "
                           "(1.0 drops exact duplicates only).")
     return value
 
