@@ -114,6 +114,8 @@ def _add_selection_args(p: argparse.ArgumentParser, out_help: str, sampler_help:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
     p.add_argument("--dedup", default=None, metavar="THRESHOLD", help="semantic dedup first: drop rows at cosine similarity >= THRESHOLD (in (0, 1]) to a kept row, keeping the highest-quality row of each group; the sampler selects among the kept rows; dropped rows are listed in dropped.parquet and the report (default: off)")
+    p.add_argument("--min-per-group", type=int, default=None, metavar="N", help="coverage floor: every --group value gets at least N selected rows (all its rows if fewer) when the budget allows; the floor is lowered to fit the budget otherwise (default: none)")
+    p.add_argument("--min-per-label", type=int, default=None, metavar="N", help="coverage floor: every label of --labels gets at least N selected rows when the budget allows (default: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
 
 
@@ -241,7 +243,8 @@ def cmd_select(args) -> int:
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
                                 options={args.sampler: options}, target=args.target,
                                 target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous, per_group=args.per_group, dedup=_dedup(args.dedup))
+                                previous_runs=args.previous, per_group=args.per_group, dedup=_dedup(args.dedup),
+                                min_per_group=args.min_per_group, min_per_label=args.min_per_label)
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
     dc = result["diversity"]
@@ -269,7 +272,8 @@ def _select_many(args, names: list[str]) -> int:
     per_sampler = {n: {k: v for k, v in options.items() if k in SAMPLERS[n].Options.model_fields} for n in names}
     selection = SelectionParams(sampler=names[0], budget=args.budget, seed=args.seed, options=per_sampler,
                                 target=args.target, target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous, dedup=_dedup(args.dedup))
+                                previous_runs=args.previous, dedup=_dedup(args.dedup),
+                                min_per_group=args.min_per_group, min_per_label=args.min_per_label)
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_many(names, _corpus(args), _encoder(args), selection, output, _runner(args))
     for run in result["runs"]:
@@ -402,7 +406,8 @@ def cmd_serve(args) -> int:
     if args.limit < 1:
         raise ConfigError(f"--limit {args.limit} must be at least 1.")
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
-                                options={args.sampler: dict(args.option)}, dedup=_dedup(args.dedup))
+                                options={args.sampler: dict(args.option)}, dedup=_dedup(args.dedup),
+                                min_per_group=args.min_per_group, min_per_label=args.min_per_label)
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
     serve_flows(name=args.name, select_cron=args.cron or None, embed_cron=args.embed_cron or None,
                 timezone=args.timezone, corpus=_corpus(args), encoder=_encoder(args), selection=selection,

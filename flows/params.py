@@ -89,8 +89,15 @@ class SelectionParams(BaseModel):
     per_group: bool = Field(default=False, description="Select inside each group of the group column separately: the budget split in proportion to group size, one task per group on the task runner, then merged.")
     dedup: Optional[float] = Field(default=None, gt=0, le=1, description="Semantic dedup before selecting: drop rows at cosine similarity >= this threshold to a kept row (the highest-quality row of each near-duplicate group stays; listed in dropped.parquet). Empty: off.")
 
+    min_per_group: Optional[int] = Field(default=None, ge=1, description="Coverage floor: every group of the group column gets at least this many selected rows (all its rows if fewer) when the budget allows; lowered to fit the budget otherwise. Empty: none.")
+    min_per_label: Optional[int] = Field(default=None, ge=1, description="Coverage floor: every label of the labels column gets at least this many selected rows when the budget allows. Empty: none.")
+
     def sampler_options(self) -> dict:
         return getattr(self.options, self.sampler).model_dump()
+
+    def floors(self) -> dict:
+        """The coverage floors asked for, as select-task arguments (empty when none)."""
+        return {k: v for k, v in (("min_per_group", self.min_per_group), ("min_per_label", self.min_per_label)) if v is not None}
 
 
 class OutputParams(BaseModel):

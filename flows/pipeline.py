@@ -16,6 +16,7 @@ from selectflow.flows.runners import RunnerParams, make_task_runner
 from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embedding_task
 from selectflow.tasks.import_embeddings import import_embeddings_task
 from selectflow.tasks.index import build_index_task
+from selectflow.tasks.errors import ConfigError
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
 from selectflow.tasks.io.workspace import Workspace
@@ -72,14 +73,22 @@ def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: st
 @flow(name="select-groups", log_prints=True)
 def select_groups(prepared: dict, embedded: dict, selection: SelectionParams, cache: str, target: Optional[dict] = None) -> dict:
     """Per-group selection: one sampler task per group (mapped over the task runner), then one merged selection."""
-    plan = plan_groups_task(prepared, selection.budget)
+    plan = plan_groups_task(prepared, selection.budget, selection.min_per_group)
     futures = select_task.map(
         unmapped(prepared), unmapped(embedded), unmapped(None), unmapped(selection.sampler),
         unmapped(selection.sampler_options()), [g["quota"] for g in plan], unmapped(selection.seed), unmapped(cache),
         unmapped(target), unmapped(selection.feedback), unmapped(selection.previous_runs), [g["group"] for g in plan],
-        dedup=unmapped(selection.dedup))
+        dedup=unmapped(selection.dedup), min_per_label=unmapped(selection.min_per_label))
     parts = [f.result() for f in futures]
     return merge_groups_task(parts, plan, selection.sampler, selection.budget, selection.seed, cache)
+
+
+def check_floors(corpus: CorpusParams, selection: SelectionParams) -> None:
+    """Coverage floors need their column: fail before any work, naming the flag to add."""
+    if selection.min_per_group is not None and not corpus.group_column:
+        raise ConfigError("--min-per-group needs a group column: pass --group COL.")
+    if selection.min_per_label is not None and not corpus.label_column:
+        raise ConfigError("--min-per-label needs a labels column: pass --labels COL.")
 
 
 def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams) -> dict:
@@ -89,7 +98,7 @@ def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: Selecti
                           "options": selection.sampler_options(), "target": selection.target,
                           "target_text_columns": selection.target_text_columns, "feedback": selection.feedback,
                           "previous_runs": selection.previous_runs, "per_group": selection.per_group,
-                          **({"dedup": selection.dedup} if selection.dedup is not None else {})}}
+                          **({"dedup": selection.dedup} if selection.dedup is not None else {}), **selection.floors()}}
 
 
 def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
@@ -106,7 +115,7 @@ def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderPara
     else:
         chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
                            selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
-                           target, selection.feedback, selection.previous_runs, dedup=selection.dedup)
+                           target, selection.feedback, selection.previous_runs, dedup=selection.dedup, **selection.floors())
     outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
                                  chosen, str(out_dir), run_key, config, timer.seconds, tuple(output.formats))
     publish_artifacts_task(outputs, embedded["prepared"], chosen)
@@ -123,6 +132,7 @@ def select_subset(
     runner: RunnerParams = RunnerParams(),
 ) -> dict:
     """The whole pipeline: embed the corpus, select a subset, write the Parquet, manifest and audit report."""
+    check_floors(corpus, selection)
     config = _run_config(corpus, encoder, selection)
     run_key = config_hash(config)
     out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
@@ -142,6 +152,7 @@ def select_many(
     """Several samplers on one embedding pass: one output folder each under out_dir, then a comparison report."""
     from selectflow.flows.compare import compare_runs
 
+    check_floors(corpus, selection)
     planned = []
     for name in dict.fromkeys(samplers):  # keep order, drop repeats
         chosen = selection.model_copy(update={"sampler": name})

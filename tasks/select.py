@@ -18,6 +18,7 @@ from .io.rounds import feedback_scores, previous_rows
 from .io.workspace import Workspace
 from .samplers import SelectionInput, get_sampler, resolve_budget
 from .samplers.base import subset_input
+from .samplers.floors import apply_floors, floor_quotas
 from .samplers.kmeans import allocate_quotas
 
 
@@ -58,7 +59,8 @@ def load_selection_input(prepared: dict, embedded: dict, index: dict | None, tar
 @task(name="select", cache_policy=NONE)
 def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str, options: dict,
                 budget: float, seed: int, cache_dir: str, target: dict | None = None, feedback: str | None = None,
-                previous: list[str] | None = None, group: str | None = None, dedup: float | None = None) -> dict:
+                previous: list[str] | None = None, group: str | None = None, dedup: float | None = None,
+                min_per_group: int | None = None, min_per_label: int | None = None) -> dict:
     """Run the sampler over the whole corpus, or, with `group`, over that group's rows only (budget: a row count).
 
     With `dedup` (a cosine threshold), semantic dedup runs first (within the group, if any) and the sampler
@@ -72,7 +74,9 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
               "previous": [file_hash(p if not Path(p).is_dir() else Path(p) / "selected.parquet") for p in previous or []]}
     key = config_hash({"matrix": embedded["key"], "sampler": sampler, "options": chosen.options.model_dump(),
                        "budget": n_budget, "seed": seed, "index": index["key"] if index else None, "rounds": rounds,
-                       "group": group, **({"dedup": dedup} if dedup is not None else {})})
+                       "group": group, **({"dedup": dedup} if dedup is not None else {}),
+                       **({"min_per_group": min_per_group} if min_per_group else {}),
+                       **({"min_per_label": min_per_label} if min_per_label else {})})
     folder = Workspace(cache_dir).selection_dir(key)
     meta_path = folder / "selection.json"
     if meta_path.exists():
@@ -92,6 +96,11 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
         deduped, data = _dedup_input(data, dedup, n_budget, seed)
     # Sampler.select refuses a budget above the rows left by earlier rounds and never returns one of them.
     selection = chosen.select(data, n_budget, seed)
+    # Coverage floors (a per-group run gets its group floor from the plan's quotas instead).
+    if min_per_group and group is None:
+        selection = apply_floors(chosen, data, selection, n_budget, seed, floor=min_per_group, by="group")
+    if min_per_label:
+        selection = apply_floors(chosen, data, selection, n_budget, seed, floor=min_per_label, by="labels")
     selection.diagnostics.update(facts)
     extra = {}
     if deduped is not None:
@@ -138,8 +147,9 @@ def load_selection(selection: dict) -> dict[str, np.ndarray]:
 
 
 @task(name="plan-groups", cache_policy=NONE)
-def plan_groups_task(prepared: dict, budget: float) -> list[dict]:
-    """The budget split over the groups in proportion to their sizes (largest remainder, capped by size)."""
+def plan_groups_task(prepared: dict, budget: float, min_per_group: int | None = None) -> list[dict]:
+    """The budget split over the groups in proportion to their sizes (largest remainder, capped by size);
+    with `min_per_group`, each group first gets that floor (fitted to the budget)."""
     from .errors import ConfigError
 
     if not prepared["has_groups"]:
@@ -149,7 +159,8 @@ def plan_groups_task(prepared: dict, budget: float) -> list[dict]:
         raise ConfigError(f"Per-group selection: {groups.null_count()} rows have no group value; fill the group column or drop them.")
     counts = groups.value_counts().sort(["count", "group"], descending=[True, False])
     names, sizes = counts["group"].to_list(), counts["count"].to_numpy()
-    quotas = allocate_quotas(sizes, resolve_budget(budget, prepared["n_usable"]))
+    n_budget = resolve_budget(budget, prepared["n_usable"])
+    quotas = floor_quotas(sizes, n_budget, min_per_group) if min_per_group else allocate_quotas(sizes, n_budget)
     return [{"group": g, "size": int(n), "quota": int(q)} for g, n, q in zip(names, sizes, quotas) if q > 0]
 
 
