@@ -84,7 +84,7 @@ def _sampler_help() -> str:
 
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="?", default=None, help="Parquet, JSONL or CSV file (default: the bundled instruction corpus)")
-    p.add_argument("--text", nargs="+", metavar="COL", default=None, help="column(s) that make the text, joined with a blank line (default: text, or prompt + completion)")
+    p.add_argument("--text", nargs="+", action="extend", metavar="COL", default=None, help="column(s) that make the text, joined with a blank line (default: text, or prompt + completion)")
     p.add_argument("--id", dest="id_column", metavar="COL", help="unique id column (default: a stable id derived from the content)")
     p.add_argument("--quality", dest="quality_column", metavar="COL", help="numeric quality-score column")
     p.add_argument("--labels", dest="label_column", metavar="COL", help="label column (string or list of strings)")
@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         sampler_help="selection method (default: kmeans); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
     sel.add_argument("--format", dest="formats", default="parquet", help="comma-separated output formats of the selected rows: parquet (always), jsonl, hf (a Hugging Face dataset folder); default: parquet")
     sel.add_argument("--target", default=None, metavar="CORPUS", help="a second corpus to select toward (influence sampler's target set)")
-    sel.add_argument("--target-text", nargs="+", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
+    sel.add_argument("--target-text", nargs="+", action="extend", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
     sel.add_argument("--feedback", default=None, metavar="FILE.parquet", help="per-row feedback (sf_id or id, feedback) from training on an earlier round")
-    sel.add_argument("--previous", nargs="+", metavar="RUN_DIR", default=[], help="earlier rounds' output folders: their rows are never selected again")
+    sel.add_argument("--previous", nargs="+", action="extend", metavar="RUN_DIR", default=[], help="earlier rounds' output folders: their rows are never selected again")
     sel.add_argument("--per-group", action="store_true", help="select inside each --group value separately (budget split by group size), one task per group on the runner")
     sel.add_argument("--dry-run", action="store_true", help="print the plan (stages, what the embedding store already holds, estimated time and memory) and exit")
 
@@ -235,11 +235,17 @@ def cmd_select(args) -> int:
     for name in names:
         if name not in SAMPLERS:
             raise ConfigError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    options = dict(args.option)
+    unknown = [k for k in options if not any(k in SAMPLERS[n].Options.model_fields for n in names)]
+    if len(names) > 1 and unknown:
+        raise ConfigError(f"Option {unknown[0]!r} belongs to none of the samplers {', '.join(names)}.")
+    if args.dry_run:  # before the multi-sampler path, which would run the pipeline
+        for name in names:
+            mine = options if len(names) == 1 else {k: v for k, v in options.items() if k in SAMPLERS[name].Options.model_fields}
+            code = _print_plan(args, mine, name)
+        return code
     if len(names) > 1:
         return _select_many(args, names)
-    options = dict(args.option)
-    if args.dry_run:
-        return _print_plan(args, options)
     selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
                                 options={args.sampler: options}, target=args.target,
                                 target_text_columns=args.target_text or [], feedback=args.feedback,
@@ -272,7 +278,7 @@ def _select_many(args, names: list[str]) -> int:
     per_sampler = {n: {k: v for k, v in options.items() if k in SAMPLERS[n].Options.model_fields} for n in names}
     selection = SelectionParams(sampler=names[0], budget=args.budget, seed=args.seed, options=per_sampler,
                                 target=args.target, target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous, dedup=_dedup(args.dedup),
+                                previous_runs=args.previous, per_group=args.per_group, dedup=_dedup(args.dedup),
                                 min_per_group=args.min_per_group, min_per_label=args.min_per_label)
     output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
     result = select_many(names, _corpus(args), _encoder(args), selection, output, _runner(args))
@@ -285,15 +291,15 @@ def _select_many(args, names: list[str]) -> int:
     return 0
 
 
-def _print_plan(args, options: dict) -> int:
+def _print_plan(args, options: dict, sampler: str) -> int:
     from selectflow.tasks.planning.dry_run import dry_run
 
     corpus = _corpus(args)
-    plan, facts = dry_run(corpus.spec(), corpus.embeddings, args.model, args.device, args.index, args.sampler, options,
+    plan, facts = dry_run(corpus.spec(), corpus.embeddings, args.model, args.device, args.index, sampler, options,
                           args.budget, args.cache_dir)
     excluded = ", ".join(f"{n} {reason}" for reason, n in facts["excluded"].items()) or "none"
     print(f"plan for {corpus.path}: {facts['rows_read']:,} rows read, {facts['usable_rows']:,} usable "
-          f"(excluded: {excluded}), select {facts['budget_rows']:,} with {args.sampler}")
+          f"(excluded: {excluded}), select {facts['budget_rows']:,} with {sampler}")
     print(plan.render())
     print("nothing was run (dry run)")
     return 0

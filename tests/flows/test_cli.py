@@ -61,3 +61,19 @@ def test_select_runs_and_writes_outputs(tmp_path, bundled_slice, capsys):
     assert fmt == "hf" and columns == parquet.columns
     assert lf.collect().select(columns).equals(parquet)
     assert json.loads((out / "manifest.json").read_text())["budget"] == {"requested": 7, "rows": 7}
+
+
+def test_repeated_text_flags_add_up(tmp_path, bundled_slice):
+    """`--text prompt --text completion` means both columns, as `--text prompt completion` does."""
+    from selectflow.flows.cli import _corpus, build_parser
+
+    args = build_parser().parse_args(["select", str(bundled_slice), "--text", "prompt", "--text", "completion"])
+    assert list(_corpus(args).text_columns) == ["prompt", "completion"]
+
+
+def test_dry_run_with_several_samplers_runs_nothing(tmp_path, bundled_slice, capsys):
+    out = tmp_path / "o"
+    assert main(["select", str(bundled_slice), "--sampler", "kmeans,random", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "with kmeans" in text and "with random" in text and "nothing was run" in text
+    assert not out.exists()
