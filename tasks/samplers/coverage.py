@@ -9,6 +9,9 @@ These are the strong baselines of the evaluation (issue 11): both cover the embe
   similarity graph (Nemhauser et al. 1978; lazy evaluations, Minoux 1978), similarities clipped at 0;
   ties between equal gains are broken by a seeded random key.
 
+- `CoverageSampler` (registered as "coverage", the default of `selectflow select`): gain-sampled
+  facility location. See its docstring.
+
 No Prefect import; every function takes an integer seed and uses no global random state.
 """
 
@@ -70,14 +73,15 @@ def knn_graph(
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = x.shape[0]
     k = int(max(1, min(n_neighbors, n)))
+    index_dtype = np.int32 if n < 2**31 - 1 else np.int64
     if knn is None:
-        import faiss
+        # Exact inner-product search up to 100k rows, IVF above (the pipeline's own index choice).
+        from ..embedding.index import build_index, choose_params
 
-        index = faiss.IndexFlatIP(x.shape[1])
-        index.add(x)
+        index = build_index(x, choose_params(n), seed=0)
         knn = lambda q, kk: index.search(np.ascontiguousarray(q, dtype=np.float32), int(kk))  # noqa: E731
     sims = np.empty((n, k), dtype=np.float32)
-    rows = np.empty((n, k), dtype=np.int64)
+    rows = np.empty((n, k), dtype=index_dtype)
     for start in range(0, n, KNN_CHUNK):
         s, r = knn(x[start : start + KNN_CHUNK], k)
         s, r = np.asarray(s, dtype=np.float32), np.asarray(r, dtype=np.int64)
@@ -142,3 +146,290 @@ def facility_location(
         chosen.append(j)
         np.maximum.at(best, who, weight[lo:hi])
     return np.asarray(chosen, dtype=np.int64)
+
+
+# --- the default sampler: gain-sampled facility location ------------------------------------------
+
+import math  # noqa: E402
+
+from pydantic import Field  # noqa: E402
+
+from .base import Sampler, SamplerOptions, Selection, SelectionInput  # noqa: E402
+
+# Block sums are recomputed from scratch this often (in picks per block count) to stop rounding drift.
+_RESYNC_EVERY = 1
+
+
+class CoverageOptions(SamplerOptions):
+    greedy_fraction: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Share of the budget picked greedily first (largest facility-location gain: the centres of the densest uncovered regions). The rest is sampled. 1 = plain lazy-greedy facility location, 0 = all sampled.",
+    )
+    gamma: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=64.0,
+        description="Sampled picks are drawn with probability proportional to gain^gamma, where gain is how much the row would improve coverage of its neighbourhood given the rows already picked. 0 = uniform among rows that are not near-duplicates of a pick; large = close to greedy.",
+    )
+    n_neighbors: int | None = Field(
+        default=None,
+        ge=2,
+        le=1000,
+        description="Neighbours per row in the k-NN similarity graph that defines coverage. Empty: round(2.5 * rows / budget), i.e. about 2.5 times the rows each pick stands for, clamped to 20..100.",
+    )
+    near_duplicate_similarity: float = Field(
+        default=0.95,
+        gt=0.0,
+        le=1.0,
+        description="A row at cosine similarity above this to a picked row is not picked while other rows remain (the evaluation's near-duplicate threshold). 1 turns the exclusion off.",
+    )
+
+
+def default_neighbors(n_rows: int, budget: int) -> int:
+    """About 2.5 x the rows one pick stands for, clamped to 20..100 and to the number of rows."""
+    return int(max(1, min(n_rows, max(20, min(100, round(2.5 * n_rows / max(budget, 1)))))))
+
+
+class _GainState:
+    """Facility-location gains on a directed k-NN graph, kept exact under picks, with O(sqrt N) sampling.
+
+    Row i is served by the rows in its k-NN list (itself included) with similarity max(sim, 0).
+    gain[c] = sum over rows i that c serves of max(0, sim(i, c) - best[i]), best[i] being row i's
+    highest similarity to a picked row. A pick raises best[] on the rows it serves; the gains of
+    every candidate serving those rows drop by the exact difference. Sampling weights p = gain^gamma
+    of eligible rows live in blocks of about sqrt(N) rows with running block sums.
+    """
+
+    def __init__(self, sims: np.ndarray, nbrs: np.ndarray, gamma: float):
+        n, k = nbrs.shape
+        self.n, self.gamma = n, float(gamma)
+        valid = nbrs >= 0
+        self.nbrs = np.where(valid, nbrs, 0)
+        self.w = np.where(valid, np.maximum(sims, 0.0), 0.0).astype(np.float32)
+        server = self.nbrs.ravel()[valid.ravel()]
+        served = np.repeat(np.arange(n, dtype=self.nbrs.dtype), k)[valid.ravel()]
+        weight = self.w.ravel()[valid.ravel()]
+        order = np.argsort(server, kind="stable")
+        self.served, self.weight = served[order], weight[order]
+        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(server, minlength=n), out=self.indptr[1:])
+        self.gain = np.bincount(server, weights=weight, minlength=n).astype(np.float64)
+        self.best = np.zeros(n, dtype=np.float64)
+        self.eligible = np.ones(n, dtype=bool)
+        self.bs = max(1, int(math.isqrt(n)))
+        self.nb = -(-n // self.bs)
+        self.p = np.zeros(self.nb * self.bs, dtype=np.float64)
+        self.p[:n] = self._weights(np.arange(n))
+        self.resync()
+        self.picks_since_sync = 0
+
+    def _weights(self, rows: np.ndarray) -> np.ndarray:
+        g = np.maximum(self.gain[rows], 0.0)
+        if self.gamma == 0.0:
+            p = np.ones(len(rows))
+        else:
+            p = g**self.gamma
+        return np.where(self.eligible[rows], p, 0.0)
+
+    def resync(self) -> None:
+        self.blocksum = self.p.reshape(self.nb, self.bs).sum(axis=1)
+
+    def _refresh(self, rows: np.ndarray) -> None:
+        rows = np.unique(rows)
+        new = self._weights(rows)
+        diff = new - self.p[rows]
+        self.p[rows] = new
+        np.add.at(self.blocksum, rows // self.bs, diff)
+
+    def exclude(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows)
+        if len(rows):
+            self.eligible[rows] = False
+            self._refresh(rows)
+
+    def pick(self, j: int) -> float:
+        """Add row j to the selection; returns its gain at that moment."""
+        gain = float(max(self.gain[j], 0.0))
+        lo, hi = self.indptr[j], self.indptr[j + 1]
+        who, wj = self.served[lo:hi], self.weight[lo:hi].astype(np.float64)
+        old = self.best[who]
+        up = wj > old
+        who, old, new = who[up], old[up], wj[up]
+        self.eligible[j] = False
+        touched = [np.array([j])]
+        if len(who):
+            w = self.w[who].astype(np.float64)
+            delta = np.maximum(w - old[:, None], 0.0) - np.maximum(w - new[:, None], 0.0)
+            cand = self.nbrs[who].ravel()
+            np.subtract.at(self.gain, cand, delta.ravel())
+            self.best[who] = new
+            touched.append(cand)
+        self._refresh(np.concatenate(touched))
+        self.picks_since_sync += 1
+        if self.picks_since_sync >= self.nb * _RESYNC_EVERY:
+            self.resync()
+            self.picks_since_sync = 0
+        return gain
+
+    def sample(self, rng: np.random.Generator) -> int | None:
+        """A row drawn with probability p / sum(p); None when every weight is 0."""
+        for _ in range(4):
+            total = float(self.blocksum.sum())
+            if not total > 1e-300:
+                self.resync()
+                if not float(self.blocksum.sum()) > 1e-300:
+                    return None
+                continue
+            cum = np.cumsum(np.maximum(self.blocksum, 0.0))
+            b = int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), self.nb - 1))
+            inner = self.p[b * self.bs : (b + 1) * self.bs]
+            s = float(inner.sum())
+            if not s > 0:
+                self.blocksum[b] = 0.0
+                continue
+            icum = np.cumsum(inner)
+            i = int(np.searchsorted(icum, rng.random() * icum[-1], side="right"))
+            i = min(i, len(inner) - 1)
+            while inner[i] <= 0:  # rounding at the end of the block: step back to a positive weight
+                i -= 1
+            return b * self.bs + i
+        self.resync()
+        return None
+
+
+class CoverageSampler(Sampler):
+    """Gain-sampled facility location: coverage of the embedding space that still keeps rare regions.
+
+    Facility location F(S) = sum_i max_{j in S} sim(i, j) over a k-NN graph is what coverage distance
+    measures (it equals N minus the summed distance of every row to its nearest pick), and its greedy
+    maximiser covers best. But greedy picks are deterministic centres: a template or topic that is a
+    minority everywhere is never a centre, so greedy loses the rare regions random keeps, and it
+    spends picks where coverage is hard (diffuse regions) rather than where rows are. Here:
+
+    1. `greedy_fraction` of the budget is picked by lazy greedy (the biggest uncovered regions);
+    2. every further pick is sampled with probability proportional to gain^gamma: a random member of
+       wherever uncovered mass remains, so dense regions keep rows in proportion to their mass, as
+       random does, while covered neighbourhoods (and so near-duplicates) lose almost all their weight;
+    3. rows at cosine > `near_duplicate_similarity` to a pick are excluded while other rows remain
+       (checked through the graph; rows whose whole k-NN list is above the threshold are also
+       checked against every pick).
+
+    Gains are kept exact under picks on the graph (only the neighbourhoods a pick touches change),
+    and sampling goes through block sums of about sqrt(N) rows, so a pick costs O(k^2 + sqrt N).
+    Quality, labels and groups are not used. Rows come in pick order with their gain as score.
+    """
+
+    name = "coverage"
+    description = "Recommended default. Facility-location coverage on a k-NN graph: the first picks greedy, the rest sampled in proportion to coverage gain^gamma, near-duplicates excluded. Covers like facility location and keeps rare regions like random."
+    Options = CoverageOptions
+
+    def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
+        o = self.options
+        x = data.embeddings
+        n = data.n_rows
+        k = o.n_neighbors if o.n_neighbors is not None else default_neighbors(n, budget)
+        k = int(min(k, n))
+        rng = np.random.default_rng(int(seed))
+        sims, nbrs = knn_graph(x, k, data.knn)
+        state = _GainState(sims, nbrs, o.gamma)
+        tau = float(o.near_duplicate_similarity)
+        check_dups = tau < 1.0
+        # Rows whose entire k-NN list is above the threshold sit in a near-duplicate blob bigger than
+        # the graph sees; for them only, a pick is checked against every earlier pick.
+        blob = check_dups & (sims[:, -1] > tau) if k > 1 else np.zeros(n, dtype=bool)
+        picked_index = None
+        if blob.any():
+            import faiss
+
+            picked_index = faiss.IndexFlatIP(x.shape[1])
+
+        rows: list[int] = []
+        scores: list[float] = []
+        n_greedy = int(round(o.greedy_fraction * budget))
+        tie = rng.random(n)
+        heap = [(-float(state.gain[j]), float(tie[j]), j) for j in range(n)] if n_greedy else []
+        heapq.heapify(heap)
+        excluded = 0
+        rejected_blob = 0
+
+        def accept(j: int) -> None:
+            nonlocal excluded
+            scores.append(state.pick(j))
+            rows.append(j)
+            if picked_index is not None:
+                picked_index.add(np.ascontiguousarray(x[j : j + 1]))
+            if check_dups:
+                near = nbrs[j][(nbrs[j] >= 0) & (sims[j] > tau)]
+                lo, hi = state.indptr[j], state.indptr[j + 1]
+                near = np.concatenate([near, state.served[lo:hi][state.weight[lo:hi] > tau]]).astype(np.int64)
+                near = near[state.eligible[near]]
+                excluded += len(near)
+                state.exclude(near)
+
+        def blob_duplicate(j: int) -> bool:
+            if picked_index is None or not blob[j] or picked_index.ntotal == 0:
+                return False
+            s, _ = picked_index.search(np.ascontiguousarray(x[j : j + 1]), 1)
+            return bool(s[0, 0] > tau)
+
+        # 1. Lazy greedy: gains only fall, so a popped stale entry is re-queued with its current gain.
+        while len(rows) < n_greedy and heap:
+            neg, t, j = heapq.heappop(heap)
+            if not state.eligible[j]:
+                continue
+            g = float(state.gain[j])
+            if -neg > g + 1e-12 * max(1.0, abs(g)):
+                heapq.heappush(heap, (-g, t, j))
+                continue
+            if blob_duplicate(j):
+                rejected_blob += 1
+                state.exclude(np.array([j]))
+                continue
+            accept(j)
+        n_greedy = len(rows)
+        del heap
+
+        # 2. Sampling in proportion to gain^gamma among eligible rows.
+        while len(rows) < budget:
+            j = state.sample(rng)
+            if j is None:
+                break
+            if blob_duplicate(j):
+                rejected_blob += 1
+                state.exclude(np.array([j]))
+                continue
+            accept(j)
+        n_sampled = len(rows) - n_greedy
+
+        # 3. Nothing left with positive weight: eligible rows at random, then (only if the budget
+        # demands it) rows near-duplicating a pick, at random.
+        n_filled = budget - len(rows)
+        if n_filled:
+            taken = np.zeros(n, dtype=bool)
+            taken[rows] = True
+            order = rng.permutation(n)
+            order = order[~taken[order]]
+            order = order[np.argsort(~state.eligible[order], kind="stable")][:n_filled]
+            rows.extend(int(r) for r in order)
+            scores.extend(float(max(state.gain[r], 0.0)) for r in order)
+
+        objective = float(state.best.sum())
+        return Selection(
+            rows=np.asarray(rows, dtype=np.int64),
+            scores=np.asarray(scores, dtype=np.float64),
+            weights=np.ones(budget),
+            diagnostics={
+                "method": "gain-sampled facility location",
+                "n_neighbors": k,
+                "greedy_picks": n_greedy,
+                "sampled_picks": n_sampled,
+                "filled_picks": int(n_filled),
+                "gamma": o.gamma,
+                "near_duplicate_similarity": tau,
+                "near_duplicates_excluded": int(excluded + rejected_blob),
+                "facility_location_objective_before_fill": objective,
+                "mean_similarity_to_nearest_pick_in_graph": objective / n,
+            },
+        )

@@ -2,6 +2,7 @@
 
 from ..errors import ConfigError
 from .base import Sampler
+from .coverage import CoverageSampler
 from .dpp import DPPSampler
 from .influence import InfluenceSampler
 from .kmeans import KMeansSampler
@@ -16,6 +17,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     SensitivitySampler.name: SensitivitySampler,
     InfluenceSampler.name: InfluenceSampler,
     DPPSampler.name: DPPSampler,
+    CoverageSampler.name: CoverageSampler,
 }
 
 
