@@ -58,8 +58,8 @@ _CURVE_POINTS = 500
 
 class DPPOptions(SamplerOptions):
     mode: Literal["greedy", "sample"] = Field(
-        default="greedy",
-        description="greedy: fast greedy MAP (Chen et al. 2018), deterministic, scales with partitions. sample: one exact k-DPP draw (Kulesza & Taskar), N x N kernel, small pools only.",
+        default="sample",
+        description="sample (default): an exact k-DPP draw (Kulesza & Taskar) inside each k-means partition, seeded. greedy: fast greedy MAP (Chen et al. 2018), the most diverse set, which without a quality column favours outlying rows.",
     )
     kernel: Literal["rbf", "cosine"] = Field(
         default="rbf",
@@ -69,7 +69,11 @@ class DPPOptions(SamplerOptions):
         default=None,
         gt=0,
         le=100,
-        description="RBF bandwidth sigma. Empty: the median pairwise distance of up to 1,000 sampled rows (about 500,000 pairs).",
+        description="RBF bandwidth sigma. Empty: the median heuristic, the median pairwise distance of up to 1,000 sampled rows, of each partition or of the pool (see bandwidth).",
+    )
+    bandwidth: Literal["partition", "pool"] = Field(
+        default="partition",
+        description="Where the median heuristic measures sigma when sigma is empty: partition = inside each k-means partition (the kernel then tells apart rows at the scale one partition spans), pool = over the whole pool (one sigma everywhere).",
     )
     jitter: float = Field(
         default=1e-6,
@@ -84,20 +88,20 @@ class DPPOptions(SamplerOptions):
         description="theta in q = quality^theta. 0 ignores quality (pure diversity); 1 is Wang et al.'s L = diag(q) K diag(q); larger weighs quality more.",
     )
     partition: Literal["auto", "never", "always"] = Field(
-        default="auto",
-        description="Run greedy inside k-means partitions: auto when the Cholesky factor (budget x rows x 8 bytes) exceeds memory_limit_gib or the budget exceeds the kernel rank; never (error if it does not fit); always.",
+        default="always",
+        description="Run inside k-means partitions with budget in proportion to partition size: always (default); auto = only when needed (greedy: the Cholesky factor, budget x rows x 8 bytes, exceeds memory_limit_gib or the budget exceeds the kernel rank; sample: the pool exceeds sample_max_rows or memory); never (error if it does not fit).",
     )
     partition_budget: int = Field(
-        default=256,
+        default=2,
         ge=1,
         le=100_000,
-        description="Target rows selected per partition when partitioned: partitions = ceil(budget / partition_budget) unless n_partitions is set. Cost grows as rows x partition_budget x (partition_budget + dim).",
+        description="Target rows selected per partition: partitions = ceil(budget / partition_budget) unless n_partitions is set, so each partition spans about partition_budget x rows / budget rows. Greedy cost grows as rows x partition_budget x (partition_budget + dim).",
     )
     n_partitions: int | None = Field(
         default=None,
         ge=1,
         le=1_000_000,
-        description="Number of k-means partitions in partitioned mode. Empty: from partition_budget, memory_limit_gib and the kernel rank.",
+        description="Number of k-means partitions in partitioned mode. Empty: from partition_budget, memory_limit_gib, sample_max_rows and the kernel rank.",
     )
     memory_limit_gib: float = Field(
         default=2.0,
@@ -109,7 +113,7 @@ class DPPOptions(SamplerOptions):
         default=3000,
         ge=2,
         le=50_000,
-        description="Largest pool mode=sample accepts (it eigendecomposes an N x N kernel, O(N^3) time).",
+        description="Largest pool (partition='never') or partition mode=sample eigendecomposes (an N x N kernel, O(N^3) time); larger partitions are split again by k-means.",
     )
     kmeans_iter: int = Field(default=20, ge=1, le=300, description="Lloyd iterations of the partitioning k-means.")
     workers: int | None = Field(
@@ -120,9 +124,14 @@ class DPPOptions(SamplerOptions):
     )
 
 
+# Above this many row x centroid pairs a single k-means over the pool gets slow (about 20 iterations x
+# 384 dims x 5e7 pairs ~ 1 TFLOP): partition in two levels, sqrt(k) partitions split again to the target.
+_FLAT_KMEANS_PAIRS = 50_000_000
+
+
 class DPPSampler(Sampler):
     name = "dpp"
-    description = "DPP: quality-diversity kernel diag(q)(K+eps I)diag(q); fast greedy MAP (partitioned for large pools) or an exact k-DPP draw."
+    description = "DPP: quality-diversity kernel diag(q)(K+eps I)diag(q); exact k-DPP draws inside k-means partitions (default) or fast greedy MAP."
     Options = DPPOptions
     requires_positive_quality = False
     handles_previous_rows = True
@@ -153,6 +162,7 @@ class DPPSampler(Sampler):
             "kernel": opts.kernel,
             "sigma": sigma,
             "sigma_from_data": opts.kernel == "rbf" and opts.sigma is None,
+            "bandwidth": opts.bandwidth if opts.kernel == "rbf" and opts.sigma is None else None,
             "jitter": opts.jitter,
             "quality_power": opts.quality_power,
             "quality_used": q2 is not None,
@@ -160,7 +170,7 @@ class DPPSampler(Sampler):
             "previous_rows_conditioned": int(len(previous)),
         }
         if opts.mode == "sample":
-            sel = self._sample(x, q2, previous, budget, sigma, kernel_rank, rng)
+            sel = self._sample(x, q2, previous, budget, sigma, kernel_rank, seed)
         else:
             sel = self._greedy(x, q2, previous, budget, sigma, kernel_rank, seed)
         sel.diagnostics = {**settings, **sel.diagnostics}
@@ -189,7 +199,8 @@ class DPPSampler(Sampler):
             _check_rank(budget + len(previous), kernel_rank, opts, where="the pool")
             with single_threaded_blas():
                 rows, gains = fast_greedy_map(
-                    x, budget, kernel=opts.kernel, sigma=sigma, jitter=opts.jitter, q2=q2, conditioned_on=previous
+                    x, budget, kernel=opts.kernel, sigma=sigma, jitter=opts.jitter, q2=q2, conditioned_on=previous,
+                    rng=_partition_rng(seed, -1),
                 )
             diagnostics = {
                 "partitioned": False,
@@ -197,10 +208,14 @@ class DPPSampler(Sampler):
                 "factor_gib": factor_bytes / 2**30,
             }
             return Selection(rows=rows, scores=gains, weights=np.ones(budget), diagnostics=diagnostics)
-        return self._partitioned(x, q2, previous, budget, sigma, kernel_rank, seed, limit)
+        reason = _partition_reason(opts.partition, budget + len(previous), kernel_rank, x, limit)
+        return self._partitioned(x, q2, previous, budget, sigma, seed, limit, reason)
 
-    def _partitioned(self, x, q2, previous, budget, sigma, kernel_rank, seed, limit) -> Selection:
+    # -- partitions (both modes) ----------------------------------------------------------------
+
+    def _partitioned(self, x, q2, previous, budget, sigma, seed, limit, reason) -> Selection:
         opts = self.options
+        sampling = opts.mode == "sample"
         n, dim = x.shape
         # Without jitter a cosine partition holds at most `dim` independent rows.
         per_partition_rank = dim if (opts.kernel == "cosine" and opts.jitter == 0) else None
@@ -210,11 +225,17 @@ class DPPSampler(Sampler):
         workers = opts.workers or _available_cores()
         # Partitions run `workers` at a time and share the limit.
         limit = max(1, limit // workers)
+        row_cap = opts.sample_max_rows if sampling else None
         if opts.n_partitions is not None:
             k = opts.n_partitions
         else:
-            # Balanced partitions: factor bytes ~ 8 * budget * n / k^2 must fit the limit.
-            k_memory = math.ceil(math.sqrt(_greedy_bytes(budget, n, dim) / limit))
+            if sampling:
+                # Each partition's kernel and eigenvectors (3 m^2 float64) must fit, and m <= sample_max_rows.
+                m_fit = min(opts.sample_max_rows, max(2, int(math.sqrt(limit / 24))))
+                k_memory = math.ceil(n / m_fit)
+            else:
+                # Balanced partitions: factor bytes ~ 8 * budget * n / k^2 must fit the limit.
+                k_memory = math.ceil(math.sqrt(_greedy_bytes(budget, n, dim) / limit))
             k = max(math.ceil(budget / target), k_memory, 1)
         k = min(k, n)
         if per_partition_rank is not None and budget > k * per_partition_rank:
@@ -223,8 +244,11 @@ class DPPSampler(Sampler):
                 f"{k} partitions cannot hold a budget of {budget}; raise n_partitions to at least "
                 f"{math.ceil(budget / per_partition_rank)}, set jitter > 0 or use kernel='rbf'."
             )
-        labels = kmeans(x, k, seed=seed, n_iter=opts.kmeans_iter).assignments
-        labels, k, n_split = self._split_oversized(x, labels, k, budget, target, limit, seed)
+        # One k-means over the pool up to _FLAT_KMEANS_PAIRS row x centroid pairs; beyond, sqrt(k)
+        # partitions first and each split again below (same target), which costs about sqrt(k) times less.
+        k_first = k if (opts.n_partitions is not None or n * k <= _FLAT_KMEANS_PAIRS) else max(1, math.isqrt(k - 1) + 1)
+        labels = kmeans(x, k_first, seed=seed, n_iter=opts.kmeans_iter).assignments
+        labels, k, n_split = self._split_oversized(x, labels, k_first, budget, target, limit, seed, row_cap)
         sizes = np.bincount(labels, minlength=k)
         prev_counts = np.bincount(labels[previous], minlength=k) if len(previous) else np.zeros(k, np.int64)
         free = sizes - prev_counts
@@ -236,9 +260,14 @@ class DPPSampler(Sampler):
         order_by_rows = np.argsort(labels, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         members_of = {int(c): order_by_rows[bounds[c] : bounds[c + 1]] for c in np.flatnonzero(quotas)}
+        prev_mask = np.zeros(n, dtype=bool)
+        prev_mask[previous] = True
         largest_factor = 0
         for c, members in members_of.items():
-            need = _greedy_bytes(int(quotas[c] + prev_counts[c]), len(members), dim)
+            if sampling:
+                need = _sample_bytes(int(free[c]))
+            else:
+                need = _greedy_bytes(int(quotas[c] + prev_counts[c]), len(members), dim)
             largest_factor = max(largest_factor, need)
             if need > limit:
                 raise ResourceError(
@@ -246,25 +275,40 @@ class DPPSampler(Sampler):
                     f"memory_limit_gib={opts.memory_limit_gib} shared by {workers} workers; raise n_partitions, "
                     "lower partition_budget or workers, or raise memory_limit_gib."
                 )
+        local_sigma = opts.kernel == "rbf" and opts.sigma is None and opts.bandwidth == "partition"
+        sigmas: dict[int, float] = {}
 
         def run(c: int) -> tuple[np.ndarray, np.ndarray]:
             members = members_of[c]
-            prev_local = np.flatnonzero(np.isin(members, previous)) if len(previous) else None
+            rng = _partition_rng(seed, c)
+            s = sigma
+            if local_sigma:
+                s = sigmas[c] = median_distance(x[members], rng)
             try:
+                if sampling:
+                    free_members = members[~prev_mask[members]]
+                    local, gains = sample_partition(
+                        x[free_members], int(quotas[c]), rng, kernel=opts.kernel, sigma=s, jitter=opts.jitter,
+                        q2=q2[free_members] if q2 is not None else None,
+                    )
+                    return free_members[local], gains
+                prev_local = np.flatnonzero(prev_mask[members]) if len(previous) else None
                 rows, gains = fast_greedy_map(
                     x[members],
                     int(quotas[c]),
                     kernel=opts.kernel,
-                    sigma=sigma,
+                    sigma=s,
                     jitter=opts.jitter,
                     q2=q2[members] if q2 is not None else None,
                     conditioned_on=prev_local,
+                    rng=rng,
                 )
             except ConfigError as exc:
                 raise ConfigError(f"dpp partition {c}: {exc}") from None
             return members[rows], gains
 
-        # Largest partitions first so the workers finish together; results do not depend on the schedule.
+        # Largest partitions first so the workers finish together; results do not depend on the schedule
+        # (each partition draws from its own generator, seeded by (seed, partition)).
         schedule = sorted(members_of, key=lambda c: (-int(quotas[c]) * len(members_of[c]), c))
         with single_threaded_blas():
             if workers > 1 and len(schedule) > 1:
@@ -276,40 +320,57 @@ class DPPSampler(Sampler):
         rows = np.concatenate([results[c][0] for c in keys])
         gains = np.concatenate([results[c][1] for c in keys])
         parts = np.concatenate([np.full(len(results[c][0]), c, dtype=np.int64) for c in keys])
-        # Merge by gain (ties by row); within a partition gains never increase, so its order is kept.
+        # Merge by gain (ties by row); within a greedy partition gains never increase, so its order is kept.
         order = np.lexsort((rows, -gains))
         used = quotas > 0
         diagnostics = {
             "partitioned": True,
-            "partition_reason": _partition_reason(opts.partition, budget + len(previous), kernel_rank, x, limit),
+            "partition_reason": reason,
             "n_partitions": int(k),
+            "first_level_partitions": int(k_first),
             "workers": int(workers),
             "partitions_split_again": int(n_split),
             "partition_size_min_median_max": _min_med_max(sizes[used]),
             "partition_quota_min_median_max": _min_med_max(quotas[used]),
-            "largest_factor_gib": largest_factor / 2**30,
             "log_det_curve_note": "sum of within-partition log pivots; ignores similarity across partitions (an upper bound, Fischer's inequality)",
         }
+        if sampling:
+            diagnostics["largest_kernel_gib"] = largest_factor / 2**30
+        else:
+            diagnostics["largest_factor_gib"] = largest_factor / 2**30
+        if sigmas:
+            values = np.array(list(sigmas.values()))
+            diagnostics["partition_sigma_min_median_max"] = [float(values.min()), float(np.median(values)), float(values.max())]
         return Selection(
             rows=rows[order], scores=gains[order], weights=np.ones(budget), clusters=parts[order], diagnostics=diagnostics
         )
 
-    def _split_oversized(self, x, labels, k, budget, target, limit, seed):
-        """Split again by k-means any partition whose share of the budget is far above the target or whose factor exceeds the limit.
+    def _split_oversized(self, x, labels, k, budget, target, limit, seed, row_cap=None):
+        """Split again by k-means any partition whose share of the budget is far above the target, whose
+        memory exceeds the limit or (sample mode) whose rows exceed `row_cap`.
 
-        One dominant k-means cluster would otherwise dominate time (quadratic in its quota) and memory.
+        One dominant k-means cluster would otherwise dominate time (quadratic in its quota, or cubic in
+        its rows when sampling) and memory. This is also the second level of a two-level partitioning.
         """
+        sampling = self.options.mode == "sample"
         sizes = np.bincount(labels, minlength=k)
         shares = budget * sizes / max(1, sizes.sum())
         n_split = 0
         next_label = k
         labels = labels.copy()
         for c in np.flatnonzero(sizes):
-            need = _greedy_bytes(int(math.ceil(shares[c])), int(sizes[c]), x.shape[1])
-            # An explicit n_partitions is only overridden for memory.
+            if sampling:
+                by_memory = 1
+                while _sample_bytes(math.ceil(sizes[c] / by_memory)) > limit:
+                    by_memory += 1
+            else:
+                need = _greedy_bytes(int(math.ceil(shares[c])), int(sizes[c]), x.shape[1])
+                by_memory = math.ceil(math.sqrt(need / limit))
+            # An explicit n_partitions is only overridden for memory and the row cap.
             big = shares[c] > 2 * target or (self.options.kernel == "cosine" and shares[c] > x.shape[1])
             by_target = math.ceil(shares[c] / target) if big and self.options.n_partitions is None else 1
-            parts = max(by_target, math.ceil(math.sqrt(need / limit)))
+            by_rows = math.ceil(sizes[c] / row_cap) if row_cap else 1
+            parts = max(by_target, by_memory, by_rows)
             parts = min(parts, int(sizes[c]))
             if parts <= 1:
                 continue
@@ -320,49 +381,114 @@ class DPPSampler(Sampler):
             labels[members] = new
             next_label += parts - 1
             n_split += 1
+        # k-means may leave a sub-cluster above the row cap (unbalanced clusters): halve those until none is.
+        if row_cap:
+            while True:
+                sizes = np.bincount(labels, minlength=next_label)
+                over = np.flatnonzero(sizes > row_cap)
+                if not len(over):
+                    break
+                for c in over:
+                    members = np.flatnonzero(labels == c)
+                    parts = math.ceil(len(members) / row_cap) + 1
+                    sub = kmeans(x[members], parts, seed=seed + 7 + int(c), n_iter=self.options.kmeans_iter).assignments
+                    if np.bincount(sub).max() == len(members):  # identical rows: cut by position
+                        sub = np.arange(len(members)) % parts
+                    labels[members] = np.where(sub == 0, c, next_label + sub - 1)
+                    next_label += parts - 1
+                    n_split += 1
         return labels, next_label, n_split
 
     # -- exact k-DPP sampling -----------------------------------------------------------------
 
-    def _sample(self, x, q2, previous, budget, sigma, kernel_rank, rng) -> Selection:
+    def _sample(self, x, q2, previous, budget, sigma, kernel_rank, seed) -> Selection:
         opts = self.options
         n = x.shape[0]
-        if n > opts.sample_max_rows:
-            raise ConfigError(
-                f"dpp mode='sample' eigendecomposes an N x N kernel and is limited to sample_max_rows={opts.sample_max_rows}; "
-                f"the pool has {n} rows. Use mode='greedy' or raise sample_max_rows (time grows as N^3)."
-            )
         pool = np.setdiff1d(np.arange(n), previous) if len(previous) else np.arange(n)
         m = len(pool)
-        need = 3 * m * m * 8
-        if need > opts.memory_limit_gib * 2**30:
+        limit = int(opts.memory_limit_gib * 2**30)
+        need = _sample_bytes(m)
+        if opts.partition == "always" or (opts.partition == "auto" and (m > opts.sample_max_rows or need > limit)):
+            if opts.partition == "always":
+                reason = "partition='always'"
+            elif m > opts.sample_max_rows:
+                reason = "pool above sample_max_rows"
+            else:
+                reason = "kernel above memory_limit_gib"
+            return self._partitioned(x, q2, previous, budget, sigma, seed, limit, reason)
+        if m > opts.sample_max_rows:
+            raise ConfigError(
+                f"dpp mode='sample' eigendecomposes an N x N kernel and is limited to sample_max_rows={opts.sample_max_rows}; "
+                f"the pool has {m} rows. Use partition='auto' or 'always', mode='greedy', or raise sample_max_rows (time grows as N^3)."
+            )
+        if need > limit:
             raise ResourceError(
                 f"dpp mode='sample' needs {need / 2**30:.1f} GiB for the {m} x {m} kernel and its eigenvectors, above "
-                f"memory_limit_gib={opts.memory_limit_gib}; use mode='greedy' or raise memory_limit_gib."
+                f"memory_limit_gib={opts.memory_limit_gib}; use partition='auto', mode='greedy' or raise memory_limit_gib."
             )
         _check_rank(budget, min(kernel_rank, m), opts, where="the pool")
-        lq = q2[pool] if q2 is not None else None
-        xp = x[pool]
-        lmat = kernel_matrix(xp, xp, opts.kernel, sigma, jitter=opts.jitter)
-        if lq is not None:
-            q = np.sqrt(lq)
-            lmat *= q[:, None]
-            lmat *= q[None, :]
-        eigvals, eigvecs = np.linalg.eigh(lmat)
-        try:
-            local = sample_k_dpp(eigvals, eigvecs, budget, rng)
-        except ValueError as exc:
-            raise ConfigError(f"dpp mode='sample': {exc}; set jitter > 0, use kernel='rbf' or lower the budget.") from None
-        rows = pool[local]
-        gains = _log_pivots(lmat[np.ix_(local, local)])
-        lam = np.clip(eigvals, 0, None)
+        with single_threaded_blas():
+            local, gains, lam = sample_partition(
+                x[pool], budget, np.random.default_rng(seed), kernel=opts.kernel, sigma=sigma, jitter=opts.jitter,
+                q2=q2[pool] if q2 is not None else None, return_eigenvalues=True,
+            )
         diagnostics = {
             "partitioned": False,
             "dpp_expected_size": float(np.sum(lam / (1 + lam))),
             "eigenvalue_max": float(lam.max()),
             "eigenvalues_above_jitter": int(np.sum(lam > max(opts.jitter, 1e-12) * 10)),
         }
-        return Selection(rows=rows, scores=gains, weights=np.ones(budget), diagnostics=diagnostics)
+        return Selection(rows=pool[local], scores=gains, weights=np.ones(budget), diagnostics=diagnostics)
+
+
+def sample_partition(
+    x: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    kernel: str = "rbf",
+    sigma: float | None = None,
+    jitter: float = 1e-6,
+    q2: np.ndarray | None = None,
+    return_eigenvalues: bool = False,
+):
+    """One exact k-DPP draw over the rows of x with L = diag(q)(K + εI)diag(q).
+
+    Returns (rows in sampling order, their log pivots [, the clipped eigenvalues of L]). k = 1 is drawn
+    directly with P(i) ∝ L_ii (the k-DPP law for one item), without the eigendecomposition.
+    Raises ConfigError when L has fewer than k positive eigenvalues.
+    """
+    m = len(x)
+    if k == 1 and not return_eigenvalues:
+        diag = (1.0 + jitter) * (q2 if q2 is not None else np.ones(m))
+        j = int(np.searchsorted(np.cumsum(diag), rng.random() * diag.sum(), side="right"))
+        j = min(j, m - 1)
+        return np.array([j], dtype=np.int64), np.array([math.log(diag[j])])
+    lmat = kernel_matrix(x, x, kernel, sigma, jitter=jitter)
+    if q2 is not None:
+        q = np.sqrt(q2)
+        lmat *= q[:, None]
+        lmat *= q[None, :]
+    eigvals, eigvecs = np.linalg.eigh(lmat)
+    try:
+        local = sample_k_dpp(eigvals, eigvecs, k, rng)
+    except ValueError as exc:
+        raise ConfigError(f"dpp mode='sample': {exc}; set jitter > 0, use kernel='rbf' or lower the budget.") from None
+    gains = _log_pivots(lmat[np.ix_(local, local)])
+    if return_eigenvalues:
+        return local, gains, np.clip(eigvals, 0, None)
+    return local, gains
+
+
+def _sample_bytes(m: int) -> int:
+    """Bytes of one exact k-DPP draw over m rows: the m x m kernel, its eigenvectors and eigh's workspace."""
+    return 3 * int(m) * int(m) * 8
+
+
+def _partition_rng(seed: int, part: int) -> np.random.Generator:
+    """The generator of one partition (-1: the whole pool): seeded by (seed, partition), so the result
+    does not depend on the order the workers run the partitions in."""
+    return np.random.default_rng([int(seed) % 2**63, int(part) + 1])
 
 
 def _available_cores() -> int:
@@ -455,6 +581,7 @@ def fast_greedy_map(
     jitter: float = 1e-6,
     q2: np.ndarray | None = None,
     conditioned_on: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy MAP of the DPP with L = diag(q)(K + εI)diag(q) by incremental Cholesky (Chen et al. 2018, Alg. 1).
 
@@ -465,6 +592,8 @@ def fast_greedy_map(
     kernel, sigma, jitter : K is rbf exp((x.y - 1) / σ²) or cosine x.y, plus jitter on the diagonal.
     q2 : (n,) squared quality (None: constant 1).
     conditioned_on : rows taken first and not returned (earlier rounds): new picks are diverse w.r.t. them.
+    rng : breaks exact ties (the first pick without quality, where every row has the same gain) at
+        random; None breaks them to the lowest row.
 
     Returns
     -------
@@ -475,7 +604,7 @@ def fast_greedy_map(
     Notes
     -----
     One kernel row per pick, computed from x: O(n·budget·(budget + D)) time, a budget x n float64
-    factor in memory. Ties go to the lowest row. Raises ConfigError if the best pivot falls below
+    factor in memory. Ties go to the lowest row unless `rng` is given. Raises ConfigError if the best pivot falls below
     1e-10 (only possible with jitter = 0: duplicates or a rank-deficient kernel).
     """
     n, dim = x.shape
@@ -502,6 +631,10 @@ def fast_greedy_map(
         else:
             score = d2 if q2 is None else d2 * q2
             j = int(np.argmax(score))
+            if rng is not None:
+                ties = np.flatnonzero(score == score[j])
+                if len(ties) > 1:
+                    j = int(ties[rng.integers(len(ties))])
             if not d2[j] > _PIVOT_TOL:
                 raise ConfigError(
                     f"the kernel has numerical rank {k} < {budget + len(forced)} rows asked for "
@@ -530,13 +663,14 @@ def fast_greedy_map(
     return rows, gains
 
 
-def naive_greedy_map(lmat: np.ndarray, budget: int) -> np.ndarray:
+def naive_greedy_map(lmat: np.ndarray, budget: int, first: int | None = None) -> np.ndarray:
     """Reference greedy: at each step the row maximising slogdet(L_{Y+j}), ties (within 1e-10) to the lowest row.
 
+    `first` fixes the first pick (to compare with a run whose first pick was a seeded tie-break).
     O(N·B) determinants of up to B x B: O(N·B⁴) time; for tests and benchmarks only.
     """
-    chosen: list[int] = []
-    for _ in range(budget):
+    chosen: list[int] = [] if first is None else [int(first)]
+    for _ in range(budget - len(chosen)):
         values = np.full(lmat.shape[0], -np.inf)
         for j in range(lmat.shape[0]):
             if j in chosen:

@@ -46,6 +46,8 @@ def reference_kernel(x, kernel, sigma, jitter, quality=None, power=1.0):
 
 
 def select(x, budget, seed=0, quality=None, **options):
+    """The greedy MAP properties are tested in mode='greedy' (the default mode is now partitioned sampling)."""
+    options.setdefault("mode", "greedy")
     return DPPSampler(options).select(SelectionInput(embeddings=x, quality=quality), budget, seed)
 
 
@@ -56,7 +58,9 @@ def test_greedy_equals_brute_force_slogdet(kernel, with_quality):
     quality = np.random.default_rng(2).uniform(0.3, 3.0, 40) if with_quality else None
     sel = select(x, 9, quality=quality, kernel=kernel, sigma=0.9, partition="never")
     lmat = reference_kernel(x, kernel, 0.9, 1e-6, quality)
-    np.testing.assert_array_equal(sel.rows, naive_greedy_map(lmat, 9))
+    # Without quality every row ties for the first pick, which the seed breaks; the rest is greedy.
+    first = None if with_quality else sel.rows[0]
+    np.testing.assert_array_equal(sel.rows, naive_greedy_map(lmat, 9, first=first))
 
 
 @pytest.mark.parametrize("kernel", ["rbf", "cosine"])
@@ -119,10 +123,10 @@ def test_rank_check_cosine_without_jitter():
     with pytest.raises(ConfigError, match="rank <= 8"):
         select(x, 12, kernel="cosine", jitter=0.0, partition="never")
     with pytest.raises(ConfigError, match="rank <= 8"):
-        select(x, 12, kernel="cosine", jitter=0.0, mode="sample")
+        select(x, 12, kernel="cosine", jitter=0.0, mode="sample", partition="never")
     # Within the rank it works, and so does partitioning (each partition stays within the rank).
     assert len(select(x, 8, kernel="cosine", jitter=0.0, partition="never").rows) == 8
-    auto = select(x, 30, kernel="cosine", jitter=0.0)
+    auto = select(x, 30, kernel="cosine", jitter=0.0, partition="auto")
     assert auto.diagnostics["partitioned"] and len(np.unique(auto.rows)) == 30
     assert np.bincount(auto.clusters).max() <= 8
     # Jitter makes the kernel full rank: the budget is met, and the picks past the rank are reported.
@@ -179,7 +183,7 @@ def test_sample_mode_exact_size_seeded_and_refuses_large_pools():
     assert set(a.rows.tolist()) != set(c.rows.tolist())
     assert np.all(np.isfinite(a.scores))
     with pytest.raises(ConfigError, match="sample_max_rows"):
-        select(x, 20, mode="sample", sample_max_rows=100)
+        select(x, 20, mode="sample", sample_max_rows=100, partition="never")
 
 
 def test_partitioned_mode_returns_exactly_the_budget_merged_by_gain():
@@ -196,7 +200,7 @@ def test_partitioned_mode_returns_exactly_the_budget_merged_by_gain():
 def test_memory_limit_switches_to_partitions_or_names_the_option():
     x = unit_rows(2000, 16, seed=16)
     # The 200 x 2000 float64 factor is 3.2 MB: above a 2 MB limit.
-    auto = select(x, 200, memory_limit_gib=0.002)
+    auto = select(x, 200, memory_limit_gib=0.002, partition="auto")
     assert auto.diagnostics["partitioned"]
     assert auto.diagnostics["partition_reason"] == "Cholesky factor above memory_limit_gib"
     assert auto.diagnostics["largest_factor_gib"] <= 0.002
@@ -207,9 +211,9 @@ def test_memory_limit_switches_to_partitions_or_names_the_option():
 
 def test_previous_rows_are_conditioned_on_and_never_selected_again():
     x = unit_rows(120, 16, seed=17)
-    full = select(x, 30)
+    full = select(x, 30, partition="never")
     data = SelectionInput(embeddings=x, previous_rows=full.rows[:10])
-    later = DPPSampler().select(data, 20, seed=0)
+    later = DPPSampler({"mode": "greedy", "partition": "never"}).select(data, 20, seed=0)
     # Conditioning on the first 10 picks continues the same greedy run.
     np.testing.assert_array_equal(later.rows, full.rows[10:])
     np.testing.assert_allclose(later.scores, full.scores[10:], atol=1e-9)
@@ -253,7 +257,70 @@ def test_works_without_quality_and_with_zero_quality_rows():
     x = unit_rows(60, 8, seed=21)
     quality = np.ones(60)
     quality[:10] = 0.0
-    sel = DPPSampler().select(replace(SelectionInput(embeddings=x), quality=quality), 55, seed=0)
+    sel = DPPSampler({"mode": "greedy", "partition": "never"}).select(replace(SelectionInput(embeddings=x), quality=quality), 55, seed=0)
     assert len(np.unique(sel.rows)) == 55 and np.all(np.isfinite(sel.scores))
     # Zero-quality rows only once the positive ones run out.
     assert set(sel.rows[:50].tolist()) == set(range(10, 60))
+
+
+# -- the default: exact k-DPP draws inside k-means partitions ---------------------------------------
+
+
+def dense_and_outliers(seed=30):
+    """900 rows in 3 tight groups and 100 scattered outliers (10% of the pool)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 32))
+    dense = centres[rng.integers(0, 3, 900)] + 0.15 * rng.normal(size=(900, 32))
+    x = np.concatenate([dense, rng.normal(size=(100, 32))])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_default_samples_in_proportion_instead_of_chasing_outliers():
+    x = dense_and_outliers()
+    default = DPPSampler().select(SelectionInput(embeddings=x), 60, seed=0)
+    assert default.diagnostics["mode"] == "sample" and default.diagnostics["partitioned"]
+    assert default.diagnostics["n_partitions"] >= 30  # ceil(budget / partition_budget)
+    assert default.diagnostics["bandwidth"] == "partition" and "partition_sigma_min_median_max" in default.diagnostics
+    assert len(np.unique(default.rows)) == 60
+    outliers_default = np.mean(default.rows >= 900)
+    # Pool-wide greedy MAP without quality is k-center-like: it spends the budget on the outliers.
+    greedy = DPPSampler({"mode": "greedy", "partition": "never"}).select(SelectionInput(embeddings=x), 60, seed=0)
+    assert np.mean(greedy.rows >= 900) > 0.5
+    assert outliers_default < 0.3
+
+
+def test_default_selection_depends_on_the_seed_and_is_reproducible():
+    x = unit_rows(600, 16, seed=31)
+    data = SelectionInput(embeddings=x)
+    a = DPPSampler().select(data, 40, seed=1)
+    b = DPPSampler().select(data, 40, seed=1)
+    c = DPPSampler().select(data, 40, seed=2)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert set(a.rows.tolist()) != set(c.rows.tolist())
+    # Greedy too: the first pick of each partition is a seeded tie-break, not row 0.
+    g1 = DPPSampler({"mode": "greedy"}).select(data, 40, seed=1)
+    g2 = DPPSampler({"mode": "greedy"}).select(data, 40, seed=2)
+    assert set(g1.rows.tolist()) != set(g2.rows.tolist())
+    p1 = DPPSampler({"mode": "greedy", "partition": "never"}).select(data, 10, seed=1)
+    p2 = DPPSampler({"mode": "greedy", "partition": "never"}).select(data, 10, seed=2)
+    assert p1.rows[0] != p2.rows[0]
+
+
+def test_partitioned_sampling_quotas_follow_partition_sizes_and_skip_previous_rows():
+    x = unit_rows(1500, 12, seed=32)
+    previous = np.arange(0, 1500, 3)
+    sel = DPPSampler({"workers": 2}).select(SelectionInput(embeddings=x, previous_rows=previous), 100, seed=0)
+    assert len(np.unique(sel.rows)) == 100 and not set(sel.rows.tolist()) & set(previous.tolist())
+    assert np.all(np.isfinite(sel.scores)) and np.all(np.diff(sel.scores) <= 0)
+    lo, _, hi = sel.diagnostics["partition_quota_min_median_max"]
+    assert hi - lo <= 3  # near-equal partitions of a uniform cloud get near-equal quotas
+    # Same draw whatever the number of workers.
+    one = DPPSampler({"workers": 1}).select(SelectionInput(embeddings=x, previous_rows=previous), 100, seed=0)
+    np.testing.assert_array_equal(sel.rows, one.rows)
+
+
+def test_partitions_above_sample_max_rows_are_split():
+    x = unit_rows(3000, 8, seed=33)
+    sel = DPPSampler({"sample_max_rows": 200, "partition_budget": 50}).select(SelectionInput(embeddings=x), 60, seed=0)
+    assert len(np.unique(sel.rows)) == 60
+    assert sel.diagnostics["partition_size_min_median_max"][2] <= 200
