@@ -109,7 +109,7 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
 def _add_selection_args(p: argparse.ArgumentParser, out_help: str, sampler_help: str) -> None:
     """What to select and where to write it: shared by `select` and `serve` (whose values become deployment defaults)."""
     p.add_argument("--out", default="selectflow-output", metavar="DIR", help=out_help)
-    p.add_argument("--sampler", default="kmeans", help=sampler_help)
+    p.add_argument("--sampler", default="coverage", help=sampler_help)
     p.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_sampler_help())
     _add_corpus_args(sel)
     _add_selection_args(sel, out_help="output folder (default: ./selectflow-output)",
-                        sampler_help="selection method (default: kmeans); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
+                        sampler_help="selection method (default: coverage); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
     sel.add_argument("--format", dest="formats", default="parquet", help="comma-separated output formats of the selected rows: parquet (always), jsonl, hf (a Hugging Face dataset folder); default: parquet")
     sel.add_argument("--target", default=None, metavar="CORPUS", help="a second corpus to select toward (influence sampler's target set)")
     sel.add_argument("--target-text", nargs="+", action="extend", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "below become the deployments' default parameters; the UI's Run form can change them.")
     _add_corpus_args(srv)
     _add_selection_args(srv, out_help="output folder of scheduled runs (default: ./selectflow-output)",
-                        sampler_help="selection method (default: kmeans)")
+                        sampler_help="selection method (default: coverage)")
     srv.add_argument("--name", default="selectflow", help="deployment name (default: selectflow)")
     srv.add_argument("--cron", default="0 3 * * *", metavar="EXPR", help="select-subset schedule, five cron fields (default: '0 3 * * *'); '' for none")
     srv.add_argument("--embed-cron", default="", metavar="EXPR", help="embed-corpus schedule (default: none)")

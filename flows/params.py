@@ -78,7 +78,7 @@ class SelectionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sampler: SamplerName = Field(default="kmeans", description="Selection method.")
+    sampler: SamplerName = Field(default="coverage", description="Selection method.")
     budget: Budget = Field(default=0.05, description="Rows to select: a fraction below 1 of the usable rows, or a whole number of rows.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed: same input, options and seed give the same selection.")
     options: SamplerOptions = Field(default_factory=SamplerOptions, description="Per-sampler options.")  # type: ignore[valid-type]
