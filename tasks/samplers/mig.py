@@ -64,6 +64,8 @@ GAIN_CHUNK = 65536
 # Candidates re-evaluated together at the top of the lazy heap before checking the next bound.
 LAZY_BLOCK = 4
 MAX_CURVE_POINTS = 500
+# Tag-free labels: flat k-means per level while rows x total clusters stays below this (a few seconds on one core).
+FLAT_KMEANS_WORK = 3e7
 
 
 class MIGOptions(SamplerOptions):
@@ -77,18 +79,46 @@ class MIGOptions(SamplerOptions):
         le=6,
         description="Tag-free labels: number of k-means granularities; level l has base_clusters * 2^l clusters, and every row gets one label per level.",
     )
+    clusters_per_budget: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=100.0,
+        description="Tag-free labels: the finest level has this many clusters per selected row (budget x this, capped at N/4), and each coarser level half as many. Ignored when base_clusters is set.",
+    )
+    level_spacing: Literal["halving", "geometric"] = Field(
+        default="halving",
+        description="Tag-free labels without base_clusters: coarser levels have half as many clusters as the next finer ('halving'), or sizes run geometrically from round(N^(1/3)) up to the finest level ('geometric').",
+    )
+    nested_clusters: bool | None = Field(
+        default=None,
+        description="Tag-free labels: split each cluster of a level into the next level's clusters (hierarchical k-means, cheap at any size) instead of one k-means over all rows per level. Empty: flat while N x (total clusters) <= 3e7 (seconds on one core), nested beyond.",
+    )
     base_clusters: int | None = Field(
         default=None,
         ge=2,
         le=100_000,
-        description="Tag-free labels: clusters at the coarsest level. Empty: round(N^(1/3)), so 1M rows give 100, 200 and 400 clusters.",
+        description="Tag-free labels: clusters at the coarsest level, as an absolute count (level l has base_clusters * 2^l). Empty: from the budget (clusters_per_budget).",
     )
     kmeans_iter: int = Field(default=20, ge=1, le=300, description="Tag-free labels: Lloyd iterations of each FAISS k-means.")
-    target_degree: float = Field(
-        default=8.0,
+    relative_degree: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Average neighbours per label as a fraction of the other labels it may link to (its k-means level, or the whole vocabulary); tau is calibrated to it. Ignored when target_degree or similarity_threshold is set. 0 disables propagation.",
+    )
+    target_degree: float | None = Field(
+        default=None,
         ge=0.0,
         le=1000.0,
-        description="Average number of neighbours per label in the label graph; the similarity threshold tau is calibrated to it. Ignored when similarity_threshold is set. 0 disables propagation.",
+        description="Absolute average number of neighbours per label (the former default was 8); overrides relative_degree. Ignored when similarity_threshold is set. 0 disables propagation.",
+    )
+    graph: Literal["threshold", "knn"] = Field(
+        default="threshold",
+        description="Label graph: 'threshold' links labels with similarity >= tau (the paper; tau calibrated to the degree), 'knn' sends each label's mass to its relative_degree*(K-1) (or target_degree) nearest labels, so every label spreads over the same number of others.",
+    )
+    propagation: Literal["share", "balanced", "conserve", "paper"] = Field(
+        default="conserve",
+        description="'balanced': A = S W' S, doubly stochastic (Sinkhorn scaling): each label hands out exactly its own mass and, when every label is selected equally, receives exactly as much, so the graph shifts no selection toward labels with few neighbours. 'conserve': each label hands out exactly its own mass, A = W' D^-1 (column-stochastic). 'paper': Eq. 6 and the reference code, A = D^-1 W' (row-stochastic), under which a label injects more or less than its mass depending on its neighbours' degrees.",
     )
     similarity_threshold: float | None = Field(
         default=None,
@@ -96,11 +126,11 @@ class MIGOptions(SamplerOptions):
         le=1.0,
         description="Explicit tau: labels are linked when their cosine similarity is at least this (the paper uses 0.9 with E5-Mistral tag embeddings). Empty: calibrated from target_degree.",
     )
-    prop_weight: float = Field(
-        default=1.0,
+    prop_weight: float | None = Field(
+        default=None,
         ge=0.0,
         le=10.0,
-        description="Propagation weight alpha of neighbouring labels, W' = diag(W) + alpha*offdiag(W) (paper default 1.0; 0 means no propagation).",
+        description="Propagation weight alpha of neighbouring labels, W' = diag(W) + alpha*offdiag(W) (paper default 1.0; 0 means no propagation). Empty: 1.0 with a labels column; 0 for tag-free cluster labels, whose coarser levels already share a pick's mass with neighbouring clusters (propagation between clusters measured worse on every score).",
     )
     phi: Literal["pow", "exp"] = Field(
         default="pow",
@@ -119,6 +149,16 @@ class MIGOptions(SamplerOptions):
     center_label_embeddings: bool = Field(
         default=True,
         description="Subtract the corpus mean embedding before comparing labels (label means or centroids). Without it, frequent labels' means all point to the corpus mean and become hubs of the label graph.",
+    )
+    tie_break: Literal["seeded", "row"] = Field(
+        default="seeded",
+        description="Order among rows of equal gain (with constant quality, every row of a label set): 'seeded' a permutation drawn from the seed, 'row' the lowest row first (the reference code's argmax).",
+    )
+    central_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Among rows of equal gain, the share of each label set nearest its mean direction that goes before the rest (in seeded order among themselves). 1: no preference, seeded order only; near 0: the most typical row of a label set first.",
     )
     memory_budget_gib: float = Field(
         default=4.0,
@@ -204,9 +244,35 @@ class Labels:
     cluster_sizes: list[int] | None = None
 
 
-def cluster_level_sizes(n_rows: int, levels: int, base: int | None) -> list[int]:
-    """Distinct k-means sizes base * 2^l, capped at N/4 so clusters keep a few rows each (at least 1)."""
-    base = base if base is not None else max(1, round(n_rows ** (1.0 / 3.0)))
+def cluster_level_sizes(
+    n_rows: int,
+    levels: int,
+    base: int | None,
+    budget: int | None = None,
+    clusters_per_budget: float = 1.0,
+    spacing: str = "halving",
+) -> list[int]:
+    """Distinct k-means sizes, capped at N/4 so clusters keep a few rows each (at least 1).
+
+    base given: base * 2^l. Else, with a budget, the finest level has budget * clusters_per_budget
+    clusters and the coarser ones half as many each ('halving'), or sizes run geometrically from
+    round(N^(1/3)) up to the finest ('geometric'). No budget: round(N^(1/3)) * 2^l.
+    """
+    if base is None and budget is not None and spacing == "geometric" and levels > 1:
+        cap = max(1, n_rows // 4)
+        finest = min(max(1.0, budget * clusters_per_budget), cap, n_rows)
+        coarsest = min(max(1.0, round(n_rows ** (1.0 / 3.0))), finest)
+        sizes = []
+        for level in range(levels):
+            k = int(round(coarsest * (finest / coarsest) ** (level / (levels - 1))))
+            if k not in sizes:
+                sizes.append(k)
+        return sizes
+    if base is None:
+        if budget is not None:
+            base = max(1, round(budget * clusters_per_budget / 2 ** (levels - 1)))
+        else:
+            base = max(1, round(n_rows ** (1.0 / 3.0)))
     cap = max(1, n_rows // 4)
     sizes: list[int] = []
     for level in range(levels):
@@ -216,7 +282,45 @@ def cluster_level_sizes(n_rows: int, levels: int, base: int | None) -> list[int]
     return sizes
 
 
-def cluster_labels(embeddings: np.ndarray, sizes: list[int], seed: int, n_iter: int, center: np.ndarray | None = None) -> Labels:
+def nested_kmeans(embeddings: np.ndarray, sizes: list[int], seed: int, n_iter: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Hierarchical k-means: level 0 clusters all rows into sizes[0]; level l+1 splits each level-l
+    cluster c of n_c rows into max(1, round(sizes[l+1] * n_c / N)) clusters (at most n_c) by k-means on
+    its rows only. Returns (centroids, assignments) per level. Cost O(N D (sizes[0] + sum of split
+    factors)) instead of O(N D sum(sizes)), so a finest level of ~budget clusters stays cheap at 1M rows.
+    """
+    n = embeddings.shape[0]
+    first = kmeans(embeddings, sizes[0], seed=seed, n_iter=n_iter)
+    levels = [(first.centroids, first.assignments)]
+    parent = first.assignments
+    for depth, k in enumerate(sizes[1:], start=1):
+        order = np.argsort(parent, kind="stable")
+        counts = np.bincount(parent, minlength=int(parent.max()) + 1)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        assignments = np.empty(n, dtype=np.int64)
+        centroids: list[np.ndarray] = []
+        offset = 0
+        for c in range(len(counts)):
+            rows = order[starts[c] : starts[c + 1]]
+            if len(rows) == 0:
+                continue
+            k_c = int(min(len(rows), max(1, round(k * len(rows) / n))))
+            sub = kmeans(embeddings[rows], k_c, seed=seed + 7919 * depth + c, n_iter=n_iter)
+            assignments[rows] = offset + sub.assignments
+            centroids.append(sub.centroids)
+            offset += sub.k
+        levels.append((np.concatenate(centroids), assignments))
+        parent = assignments
+    return levels
+
+
+def cluster_labels(
+    embeddings: np.ndarray,
+    sizes: list[int],
+    seed: int,
+    n_iter: int,
+    center: np.ndarray | None = None,
+    nested: bool = False,
+) -> Labels:
     n = embeddings.shape[0]
     names: list[str] = []
     centroid_blocks: list[np.ndarray] = []
@@ -224,12 +328,16 @@ def cluster_labels(embeddings: np.ndarray, sizes: list[int], seed: int, n_iter: 
     blocks: list[tuple[int, int]] = []
     coarse = None
     offset = 0
-    for k in sizes:
-        clustering = kmeans(embeddings, k, seed=seed, n_iter=n_iter)
+    if nested:
+        levels = nested_kmeans(embeddings, sizes, seed, n_iter)
+    else:
+        levels = [(c.centroids, c.assignments) for c in (kmeans(embeddings, k, seed=seed, n_iter=n_iter) for k in sizes)]
+    sizes = [len(c) for c, _ in levels]
+    for k, (centroids, assignments) in zip(sizes, levels):
         if coarse is None:
-            coarse = clustering.assignments
-        centroid_blocks.append(_unit_rows(clustering.centroids if center is None else clustering.centroids - center))
-        cols.append(offset + clustering.assignments)
+            coarse = assignments
+        centroid_blocks.append(_unit_rows(centroids if center is None else centroids - center))
+        cols.append(offset + assignments)
         names.extend(f"c{k}:{j}" for j in range(k))
         blocks.append((offset, offset + k))
         offset += k
@@ -372,14 +480,52 @@ def similarity_graph(embeddings: np.ndarray, threshold: float, max_edges: int) -
     return w.maximum(w.T).tocsr()
 
 
-def propagation_matrix(offdiag: sp.csr_matrix, prop_weight: float) -> sp.csr_matrix:
-    """A = D^-1 (I + alpha W) with D the row sums: row-stochastic, non-negative (paper Eq. 6).
+SINKHORN_TOL = 1e-10
+SINKHORN_MAX_ITER = 10_000
 
-    Equals the transpose of the reference code's column-normalised P = W' / W'.sum(axis=0), since W' is
-    symmetric; a label vector propagates as e_hat = A e (the code's e P).
+
+def doubly_stochastic(w_prime: sp.csr_matrix) -> sp.csr_matrix:
+    """S W' S with S diagonal such that every row and every column sums to 1 (symmetric Sinkhorn scaling).
+
+    W' must be symmetric, non-negative, with a positive diagonal; then the scaling exists and is unique
+    (Sinkhorn-Knopp), and the damped fixed point s <- sqrt(s / (W' s)) converges to it.
+    """
+    w_prime = w_prime.maximum(w_prime.T).tocsr()
+    s = 1.0 / np.sqrt(np.asarray(w_prime.sum(axis=1)).ravel())
+    for _ in range(SINKHORN_MAX_ITER):
+        s = np.sqrt(s / (w_prime @ s))
+        if np.abs(s * (w_prime @ s) - 1.0).max() < SINKHORN_TOL:
+            break
+    a = (sp.diags(s) @ w_prime @ sp.diags(s)).tocsr()
+    # Rescale the last rounding away so columns sum to 1 to machine precision (mass conservation).
+    return (a @ sp.diags(1.0 / np.asarray(a.sum(axis=0)).ravel())).tocsr()
+
+
+def propagation_matrix(
+    offdiag: sp.csr_matrix, prop_weight: float, mode: Literal["share", "balanced", "conserve", "paper"] = "paper"
+) -> sp.csr_matrix:
+    """The propagation A of e_hat = A e, non-negative, from W' = I + alpha W (W symmetric, D its row sums).
+
+    mode="paper": A = D^-1 W', row-stochastic (paper Eq. 6). Equals the transpose of the reference code's
+    column-normalised P = W' / W'.sum(axis=0), since W' is symmetric; e_hat = A e is the code's e P.
+    Label q then hands out sum_p A_pq = sum_p w'_pq / d_p units, anywhere from below 1 to far above.
+    mode="conserve": A = W' D^-1, column-stochastic: label q splits exactly its own mass over itself and
+    its neighbours in proportion to w'_pq, so sum_p [A e]_p = sum_q e_q.
     """
     k_labels = offdiag.shape[0]
     w_prime = (sp.identity(k_labels, format="csr") + prop_weight * offdiag).tocsr()
+    if mode == "balanced":
+        return doubly_stochastic(w_prime)
+    if mode == "share":
+        # Each label keeps 1/(1+alpha) of its mass and gives alpha/(1+alpha) to its neighbours in proportion to w_pq.
+        out = np.asarray(offdiag.sum(axis=0)).ravel()
+        spread = offdiag @ sp.diags(np.where(out > 0, 1.0 / np.maximum(out, 1e-300), 0.0))
+        keep = np.where(out > 0, 1.0 / (1.0 + prop_weight), 1.0)
+        give = np.where(out > 0, prop_weight / (1.0 + prop_weight), 0.0)
+        return (sp.diags(keep) + spread @ sp.diags(give)).tocsr()
+    if mode == "conserve":
+        col_sums = np.asarray(w_prime.sum(axis=0)).ravel()
+        return (w_prime @ sp.diags(1.0 / col_sums)).tocsr()
     row_sums = np.asarray(w_prime.sum(axis=1)).ravel()
     return (sp.diags(1.0 / row_sums) @ w_prime).tocsr()
 
@@ -390,12 +536,59 @@ class LabelGraph:
     thresholds: list[float]  # tau of each block (inf where a block has no edges)
 
 
-def build_label_graph(labels: Labels, target_degree: float, threshold: float | None, max_edges: int) -> LabelGraph:
+def block_degree(n_labels: int, relative_degree: float, target_degree: float | None) -> float:
+    """Target average degree in a block of n_labels: absolute when given, else a share of the other labels."""
+    if target_degree is not None:
+        return float(target_degree)
+    return relative_degree * max(n_labels - 1, 0)
+
+
+def knn_graph(embeddings: np.ndarray, degree: float) -> sp.csr_matrix:
+    """Directed W[p, q] = cos(p, q) for the round(degree) nearest labels p of each label q (positive similarities only).
+
+    Column q lists where label q sends mass: every label reaches the same number of others, so no label
+    gains from being a hub. Exact FAISS inner-product search.
+    """
+    import faiss
+
+    k_labels = embeddings.shape[0]
+    m = int(min(k_labels - 1, round(degree)))
+    if m <= 0:
+        return sp.csr_matrix((k_labels, k_labels))
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(embeddings)
+    sims, ids = index.search(embeddings, m + 1)
+    src = np.repeat(np.arange(k_labels), m + 1)
+    ids, sims = ids.ravel(), sims.ravel().astype(np.float64)
+    # Drop the label itself (or, for exact duplicates, one extra) so each keeps at most m others.
+    keep = (ids != src) & (ids >= 0) & (sims > 0)
+    keep &= (np.cumsum(keep.reshape(k_labels, m + 1), axis=1) <= m).ravel()
+    return sp.csr_matrix((sims[keep], (ids[keep], src[keep])), shape=(k_labels, k_labels))
+
+
+def build_label_graph(
+    labels: Labels,
+    target_degree: float | None,
+    threshold: float | None,
+    max_edges: int,
+    relative_degree: float = 0.0,
+    kind: Literal["threshold", "knn"] = "threshold",
+) -> LabelGraph:
     k_labels = labels.embeddings.shape[0]
     parts, taus = [], []
     for start, end in labels.blocks:
         block = np.ascontiguousarray(labels.embeddings[start:end])
-        tau = threshold if threshold is not None else calibrate_threshold(block, target_degree)
+        degree = block_degree(end - start, relative_degree, target_degree)
+        if kind == "knn" and threshold is None:
+            if degree * (end - start) > max_edges:
+                raise ResourceError(
+                    f"The MIG label graph would have more than {max_edges:,} edges; lower relative_degree or raise memory_budget_gib."
+                )
+            part = knn_graph(block, degree)
+            taus.append(float(part.data.min()) if part.nnz else math.inf)
+            parts.append(part)
+            continue
+        tau = threshold if threshold is not None else calibrate_threshold(block, degree)
         # Negative similarities would make propagation weights negative; they never become edges.
         tau = max(tau, 0.0) if math.isfinite(tau) else tau
         taus.append(tau)
@@ -423,6 +616,7 @@ class Candidates:
     member_scale: scale of each entry of member_rows.
     member_ptr:   (G + 1,) offsets of each group in member_rows.
     group_of_row, scale_of_row: (N,) per row.
+    tie_rank:     (N,) distinct ranks; among equal gains (and, inside a group, equal scales) the lower rank goes first.
     """
 
     unit: sp.csr_matrix
@@ -431,12 +625,14 @@ class Candidates:
     member_ptr: np.ndarray
     group_of_row: np.ndarray
     scale_of_row: np.ndarray
+    tie_rank: np.ndarray
 
     @classmethod
-    def one_per_row(cls, ehat_rows: sp.csr_matrix) -> "Candidates":
+    def one_per_row(cls, ehat_rows: sp.csr_matrix, tie_rank: np.ndarray | None = None) -> "Candidates":
         """Every row its own candidate (no grouping): the plain per-row formulation, for reference runs."""
         n = ehat_rows.shape[0]
         return cls(
+            tie_rank=np.arange(n, dtype=np.int64) if tie_rank is None else np.asarray(tie_rank, dtype=np.int64),
             unit=sp.csr_matrix(ehat_rows, dtype=np.float64),
             member_rows=np.arange(n, dtype=np.int64),
             member_scale=np.ones(n),
@@ -460,8 +656,10 @@ def build_candidates(
     propagation: sp.csr_matrix,
     normalize_by_label_count: bool,
     memory_budget_bytes: float,
+    tie_rank: np.ndarray | None = None,
 ) -> Candidates:
     n = indicator.shape[0]
+    tie_rank = np.arange(n, dtype=np.int64) if tie_rank is None else np.asarray(tie_rank, dtype=np.int64)
     indicator = indicator.tocsr()
     indicator.sort_indices()
     label_counts = np.diff(indicator.indptr)
@@ -485,7 +683,7 @@ def build_candidates(
     unit.sum_duplicates()
     unit.eliminate_zeros()
     unit.sort_indices()
-    order = np.lexsort((np.arange(n), -scale, group_of_row))
+    order = np.lexsort((tie_rank, -scale, group_of_row))
     member_ptr = np.concatenate([[0], np.cumsum(np.bincount(group_of_row, minlength=n_groups))]).astype(np.int64)
     return Candidates(
         unit=unit,
@@ -494,6 +692,7 @@ def build_candidates(
         member_ptr=member_ptr,
         group_of_row=group_of_row,
         scale_of_row=scale,
+        tie_rank=tie_rank,
     )
 
 
@@ -570,12 +769,13 @@ def greedy(
     excluded_rows: np.ndarray | None = None,
     lazy: bool = True,
 ) -> GreedyResult:
-    """Pick `budget` rows one at a time by largest marginal gain, ties to the lower row index.
+    """Pick `budget` rows one at a time by largest marginal gain, ties to the lower `candidates.tie_rank`.
 
     lazy=False re-scores every candidate at every step (the reference); lazy=True keeps a heap of stale
     gains and re-scores only its top, and selects the same rows. Once the best gain is 0, every
-    remaining gain is 0 and the rest of the budget is filled in row order, as a plain greedy would.
+    remaining gain is 0 and the rest of the budget is filled in tie-rank order, as a plain greedy would.
     """
+    rank = candidates.tie_rank
     k_labels = candidates.unit.shape[1]
     state = _GainState(candidates.unit, phi, gain, np.zeros(k_labels) if x0 is None else x0)
     member_rows, member_scale, member_ptr = candidates.member_rows, candidates.member_scale, candidates.member_ptr
@@ -607,7 +807,8 @@ def greedy(
         info[t] = state.information
 
     def fill_zero_gain(t: int) -> GreedyResult:
-        rest = np.flatnonzero(~taken)[: budget - t]
+        free = np.flatnonzero(~taken)
+        rest = free[np.argsort(rank[free], kind="stable")[: budget - t]]
         rows[t:], gains[t:], info[t:] = rest, 0.0, state.information
         return GreedyResult(rows, gains, info, state.x, state.evaluations, violations)
 
@@ -615,7 +816,7 @@ def greedy(
         for t in range(budget):
             open_groups = np.flatnonzero(next_pos < end_pos)
             g = state.gains(open_groups, member_scale[next_pos[open_groups]])
-            best = np.lexsort((member_rows[next_pos[open_groups]], -g))[0]
+            best = np.lexsort((rank[member_rows[next_pos[open_groups]]], -g))[0]
             if g[best] <= 0:
                 return fill_zero_gain(t)
             take(int(open_groups[best]), t, float(g[best]))
@@ -624,11 +825,11 @@ def greedy(
     # Groups never re-evaluated stay in one array sorted by initial gain; re-evaluated ones go on a heap.
     open_groups = np.flatnonzero(next_pos < end_pos)
     initial = state.gains(open_groups, member_scale[next_pos[open_groups]])
-    order = np.lexsort((member_rows[next_pos[open_groups]], -initial))
+    order = np.lexsort((rank[member_rows[next_pos[open_groups]]], -initial))
     sorted_groups = open_groups[order].tolist()
-    sorted_keys = list(zip((-initial[order]).tolist(), member_rows[next_pos[open_groups[order]]].tolist()))
+    sorted_keys = list(zip((-initial[order]).tolist(), rank[member_rows[next_pos[open_groups[order]]]].tolist()))
     at = 0
-    heap: list[tuple[float, int, int]] = []  # (-bound, row on offer, group)
+    heap: list[tuple[float, int, int]] = []  # (-bound, tie rank of the row on offer, group)
 
     def peek() -> tuple[float, int] | None:
         best = sorted_keys[at] if at < len(sorted_keys) else None
@@ -661,7 +862,7 @@ def greedy(
                 fresh = state.gains(popped_arr, member_scale[next_pos[popped_arr]])
                 violations += int(np.count_nonzero(fresh > np.asarray(bounds)))
                 for group, g in zip(popped, fresh.tolist()):
-                    key = (-g, int(member_rows[next_pos[group]]))
+                    key = (-g, int(rank[member_rows[next_pos[group]]]))
                     block_groups.append(group)
                     block_gains.append(g)
                     if best_key is None or key < best_key:
@@ -678,12 +879,54 @@ def greedy(
         # Fresh gains stay valid upper bounds: x only grows, and a group's next row has a scale no larger.
         for group, g in zip(block_groups, block_gains):
             if next_pos[group] < end_pos[group]:
-                heapq.heappush(heap, (-g, int(member_rows[next_pos[group]]), group))
+                heapq.heappush(heap, (-g, int(rank[member_rows[next_pos[group]]]), group))
     return GreedyResult(rows, gains, info, state.x, state.evaluations, violations)
 
 
 # ---------------------------------------------------------------------------------------------
 # Sampler
+
+
+def tie_ranks(
+    n: int,
+    seed: int,
+    tie_break: str,
+    set_ids: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    center: np.ndarray | None = None,
+    central_share: float = 1.0,
+) -> np.ndarray:
+    """Distinct ranks for breaking ties (lower first): a seeded permutation, or the row index.
+
+    With central_share < 1, the ceil(central_share * n_g) rows of each label set g nearest the set's mean
+    direction rank before every other row (in seeded order among themselves), so a label set offers a
+    typical row before a peripheral one.
+    """
+    if tie_break == "row":
+        base = np.arange(n, dtype=np.int64)
+    else:
+        # A stream of its own, so that it does not move with the k-means seeds.
+        base = np.random.default_rng([int(seed), 0x4D4947]).permutation(n).astype(np.int64)
+    if central_share >= 1.0 or set_ids is None or embeddings is None:
+        return base
+    groups = np.unique(set_ids, return_inverse=True)[1].ravel()
+    x = np.asarray(embeddings, dtype=np.float32)
+    if center is not None:
+        x = x - center.astype(np.float32)
+    x = _unit_rows(x)
+    means = np.zeros((groups.max() + 1, x.shape[1]), dtype=np.float64)
+    np.add.at(means, groups, x)
+    means = _unit_rows(means)
+    centrality = np.einsum("ij,ij->i", x, means[groups])
+    order = np.lexsort((base, -centrality, groups))
+    sizes = np.bincount(groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n) - np.repeat(starts, sizes)
+    core = position < np.ceil(central_share * sizes[groups])
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[np.lexsort((base, ~core))] = np.arange(n)
+    return ranks
 
 
 @dataclass
@@ -695,9 +938,10 @@ class MIGProblem:
     propagation: sp.csr_matrix
     candidates: Candidates
     phi: Phi
+    prop_weight: float = 1.0
 
 
-def build_problem(data: SelectionInput, options: MIGOptions, seed: int) -> MIGProblem:
+def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: int | None = None) -> MIGProblem:
     n = data.n_rows
     budget_bytes = options.memory_budget_gib * 2**30
     source = options.label_source
@@ -710,21 +954,44 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int) -> MIGPr
             raise InputError("MIG label_source='labels' needs a labels column; pass one, or use label_source='clusters'.")
         labels = column_labels(data.embeddings, data.labels, center, budget_bytes)
     else:
-        sizes = cluster_level_sizes(n, options.cluster_levels, options.base_clusters)
+        sizes = cluster_level_sizes(
+            n, options.cluster_levels, options.base_clusters, budget, options.clusters_per_budget, options.level_spacing
+        )
         label_bytes = sum(sizes) * data.embeddings.shape[1] * 4
         if label_bytes > budget_bytes:
             raise ResourceError(
                 f"MIG's {sum(sizes)} cluster labels need {label_bytes / 2**30:.1f} GiB of centroids; lower base_clusters or cluster_levels."
             )
-        labels = cluster_labels(data.embeddings, sizes, seed, options.kmeans_iter, center)
+        nested = options.nested_clusters
+        if nested is None:
+            nested = n * sum(sizes) > FLAT_KMEANS_WORK
+        labels = cluster_labels(data.embeddings, sizes, seed, options.kmeans_iter, center, nested)
     max_edges = int(budget_bytes / 4 / 24)  # the graph may use a quarter of the budget (row, col, weight, CSR copies)
-    graph = build_label_graph(labels, options.target_degree, options.similarity_threshold, max_edges)
-    propagation = propagation_matrix(graph.offdiag, options.prop_weight)
+    prop_weight = options.prop_weight
+    if prop_weight is None:
+        prop_weight = 1.0 if labels.source == "labels" else 0.0
+    if prop_weight > 0:
+        graph = build_label_graph(
+            labels, options.target_degree, options.similarity_threshold, max_edges, options.relative_degree, options.graph
+        )
+    else:
+        # No propagation: A = I whatever the graph, so none is built (K x K similarity search saved).
+        k_labels = len(labels.names)
+        graph = LabelGraph(offdiag=sp.csr_matrix((k_labels, k_labels)), thresholds=[math.inf] * len(labels.blocks))
+    propagation = propagation_matrix(graph.offdiag, prop_weight, options.propagation)
     candidates = build_candidates(
-        labels.indicator, labels.set_ids, data.quality, propagation, options.normalize_by_label_count, budget_bytes
+        labels.indicator,
+        labels.set_ids,
+        data.quality,
+        propagation,
+        options.normalize_by_label_count,
+        budget_bytes,
+        tie_rank=tie_ranks(n, seed, options.tie_break, labels.set_ids, data.embeddings, center, options.central_share),
     )
     phi = Phi(kind=options.phi, b=options.phi_b, alpha=options.phi_alpha)
-    return MIGProblem(labels=labels, graph=graph, propagation=propagation, candidates=candidates, phi=phi)
+    return MIGProblem(
+        labels=labels, graph=graph, propagation=propagation, candidates=candidates, phi=phi, prop_weight=prop_weight
+    )
 
 
 class MIGSampler(Sampler):
@@ -740,7 +1007,7 @@ class MIGSampler(Sampler):
 
     def _select(self, data: SelectionInput, budget: int, seed: int) -> Selection:
         opts = self.options
-        problem = build_problem(data, opts, seed)
+        problem = build_problem(data, opts, seed, budget)
         cands = problem.candidates
         previous = None
         x0 = None
@@ -786,7 +1053,10 @@ def _diagnostics(problem: MIGProblem, result: GreedyResult, opts: MIGOptions, pr
         "threshold_calibrated": opts.similarity_threshold is None,
         "target_degree": opts.target_degree,
         "average_degree": float(graph.offdiag.nnz / max(k_labels, 1)),
-        "prop_weight": opts.prop_weight,
+        "prop_weight": problem.prop_weight,
+        "propagation": opts.propagation,
+        "relative_degree": opts.relative_degree,
+        "central_share": opts.central_share,
         "phi": f"x^{opts.phi_b:g}" if opts.phi == "pow" else f"1-exp(-{opts.phi_alpha:g}x)",
         "gain": opts.gain,
         "labels_covered": covered,

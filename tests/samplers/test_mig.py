@@ -186,7 +186,7 @@ def greedy_problem(make):
     data = tagged_input(seed=11, quality="no_quality" not in make)
     if make.startswith("clusters"):
         data = replace(data, labels=None)
-    return data, build_problem(data, MIGOptions(), seed=2)
+    return data, build_problem(data, MIGOptions(), seed=2, budget=150)
 
 
 @pytest.mark.parametrize("gain", GAINS)
@@ -195,7 +195,7 @@ def greedy_problem(make):
 def test_lazy_greedy_selects_exactly_what_plain_greedy_selects(gain, phi, make):
     data, problem = greedy_problem(make)
     budget = 150
-    per_row = Candidates.one_per_row(problem.candidates.ehat_rows())
+    per_row = Candidates.one_per_row(problem.candidates.ehat_rows(), problem.candidates.tie_rank)
     plain = greedy(per_row, budget, phi, gain, lazy=False)
     lazy_per_row = greedy(per_row, budget, phi, gain, lazy=True)
     lazy_grouped = greedy(problem.candidates, budget, phi, gain, lazy=True)
@@ -211,7 +211,8 @@ def test_lazy_greedy_selects_exactly_what_plain_greedy_selects(gain, phi, make):
 def test_sampler_runs_the_lazy_greedy_on_its_problem(gain):
     data, problem = greedy_problem("clusters")
     sel = MIGSampler(MIGOptions(gain=gain)).select(data, 150, seed=2)
-    plain = greedy(Candidates.one_per_row(problem.candidates.ehat_rows()), 150, problem.phi, gain, lazy=False)
+    per_row = Candidates.one_per_row(problem.candidates.ehat_rows(), problem.candidates.tie_rank)
+    plain = greedy(per_row, 150, problem.phi, gain, lazy=False)
     np.testing.assert_array_equal(sel.rows, plain.rows)
     np.testing.assert_array_equal(sel.scores, plain.gains)
 
@@ -329,14 +330,19 @@ def test_previous_rounds_are_never_selected_again_and_seed_the_information():
     assert second.diagnostics["previous_rows"] == 40
 
 
-def test_rows_without_labels_come_last_in_row_order():
+def test_rows_without_labels_come_last_in_tie_order():
     data = tagged_input(n=100, seed=16)
     labels = list(data.labels)
     for r in (3, 50, 97):
         labels[r] = ()
-    sel = MIGSampler().select(replace(data, labels=labels), 100, seed=0)
-    np.testing.assert_array_equal(sel.rows[-3:], [3, 50, 97])
+    data = replace(data, labels=labels)
+    sel = MIGSampler().select(data, 100, seed=0)
+    rank = build_problem(data, MIGOptions(), seed=0).candidates.tie_rank
+    np.testing.assert_array_equal(sel.rows[-3:], sorted([3, 50, 97], key=lambda r: rank[r]))
     np.testing.assert_array_equal(sel.scores[-3:], 0.0)
+    # The reference code's argmax order: lowest row first.
+    sel = MIGSampler(MIGOptions(tie_break="row")).select(data, 100, seed=0)
+    np.testing.assert_array_equal(sel.rows[-3:], [3, 50, 97])
 
 
 def test_errors_say_what_to_change():
