@@ -241,8 +241,10 @@ def test_sampler_target_score_picks_near_duplicates_of_the_targets():
     y[special] = 4
     targets = (x[special[:3]] + 1e-3 * rng.normal(size=(3, 16))).astype(np.float32)
     data = SelectionInput(embeddings=x, labels=[(f"c{c}",) for c in y], target_embeddings=targets)
-    sel = InfluenceSampler({"score": "target", "balance": "none"}).select(data, 6, seed=0)
+    # The special rows are near-duplicates of each other: the default skips those, so turn that off here.
+    sel = InfluenceSampler({"score": "target", "balance": "none", "dedup_similarity": None}).select(data, 6, seed=0)
     assert sel.diagnostics["target_classes"] == {"4": 3}
+    assert sel.diagnostics["mode"] == "top"  # mode auto keeps the top for the target score (LESS)
     assert set(sel.rows) == set(special)
 
 
@@ -387,7 +389,7 @@ def test_sampler_is_deterministic_and_reports(corpus, options):
 
 
 def test_top_selection_has_the_highest_scores(corpus):
-    sel = InfluenceSampler({"balance": "none"}).select(corpus, 30, seed=0)
+    sel = InfluenceSampler({"balance": "none", "mode": "top"}).select(corpus, 30, seed=0)
     assert np.all(np.diff(sel.scores) <= 0)
     bottom = InfluenceSampler({"balance": "none", "mode": "bottom"}).select(corpus, 30, seed=0)
     assert sel.scores.min() >= bottom.scores.max()
@@ -427,3 +429,40 @@ def test_too_many_classes_is_a_resource_error():
     sampler = InfluenceSampler()
     with pytest.raises(ResourceError, match="label_source='clusters'"):
         sampler._check_memory(n=5_000_000, d=384, c=2_000_000, batch_size=1024)
+
+
+# ----------------------------------------------------------------------------- the default
+
+
+def test_default_is_score_stratified_and_depends_on_the_seed(corpus):
+    unlabeled = replace(corpus, labels=None, target_embeddings=None)
+    a = InfluenceSampler().select(unlabeled, 40, seed=1)
+    b = InfluenceSampler().select(unlabeled, 40, seed=1)
+    c = InfluenceSampler().select(unlabeled, 40, seed=2)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert set(a.rows.tolist()) != set(c.rows.tolist())
+    assert a.diagnostics["mode"] == "stratified"
+
+
+def test_stratified_mode_draws_one_row_per_score_stratum():
+    scores = np.arange(100.0)
+    for seed in range(5):
+        rows, _ = select_rows(scores, 10, "stratified", seed=seed)
+        # Strata of 10 consecutive ranks: exactly one pick in each, and a different draw per seed.
+        np.testing.assert_array_equal(np.bincount(scores[rows].astype(int) // 10, minlength=10), np.ones(10))
+    assert len({tuple(sorted(select_rows(scores, 10, "stratified", seed=s)[0])) for s in range(5)}) > 1
+
+
+def test_near_duplicates_are_skipped_while_rows_remain():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(20, 8))
+    x = np.concatenate([base, base + 1e-3 * rng.normal(size=(20, 8))])  # row i+20 duplicates row i
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    scores = np.concatenate([np.arange(20.0), np.arange(20.0) + 0.5])  # duplicates sit next to each other by score
+    rows, info = select_rows(scores, 20, "top", embeddings=x, dedup_similarity=0.95)
+    assert len(set((rows % 20).tolist())) == 20 and info["near_duplicates_skipped"] > 0
+    plain, _ = select_rows(scores, 20, "top")
+    assert len(set((plain % 20).tolist())) == 10  # top-k keeps the pairs together
+    # A quota only duplicates can fill is still met.
+    rows, _ = select_rows(scores, 30, "top", embeddings=x, dedup_similarity=0.95)
+    assert len(set(rows.tolist())) == 30
