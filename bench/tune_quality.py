@@ -9,6 +9,10 @@ cover (mean cosine distance from each test row to its nearest selected row), dup
         kmeans kmeans:k=100 mig:target_degree=0.5
 
 A spec is NAME or NAME:opt=value,opt=value (values parsed as JSON where they parse, else strings).
+`--dedup T[,T...]` adds, for every spec (random included), a row "SPEC +dedup T" where semantic dedup
+(tasks/samplers/dedup.py, seeded with the run's seed, as `select --dedup` runs it) drops near-duplicates from
+the pool first and the sampler selects the same number of rows among the kept ones; the baseline row
+"random" stays on the original pool.
 Use it to explore; the held-out judgement is `selectflow evaluate`.
 """
 
@@ -56,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--random-seeds", default="0,1,2,3,4")
     ap.add_argument("--split-seed", type=int, default=0)
+    ap.add_argument("--dedup", default="", help="comma-separated dedup thresholds: also run every spec on the deduplicated pool")
     args = ap.parse_args(argv)
 
     vectors, data = load(args.embeddings, args.data)
@@ -78,18 +83,42 @@ def main(argv=None) -> int:
             near_duplicate_rate(vectors, sel),
         ])
 
-    specs = ["random"] + [s for s in args.specs if s != "random"]
+    base_specs = ["random"] + [s for s in args.specs if s != "random"]
+    thresholds = [float(t) for t in args.dedup.split(",") if t.strip()]
+    specs = base_specs + [f"{s} +dedup {t:g}" for t in thresholds for s in base_specs]
+    deduped: dict = {}  # (threshold, seed) -> (kept rows, input restricted to them)
+
+    def pool_for(threshold, seed):
+        if threshold is None:
+            return None, inp
+        if (threshold, seed) not in deduped:
+            from selectflow.tasks.samplers.base import subset_input
+            from selectflow.tasks.samplers.dedup import semantic_dedup
+
+            kept = semantic_dedup(pv, threshold, ids=ids, seed=seed).kept
+            deduped[(threshold, seed)] = (kept, subset_input(inp, kept))
+        return deduped[(threshold, seed)]
+
+    def run(sampler, n, seed, threshold):
+        kept, data = pool_for(threshold, seed)
+        rows = sampler.select(data, n, seed).rows
+        return rows if kept is None else kept[rows]
+
     results = {}
     for spec in specs:
-        name, options = parse_spec(spec)
+        base, _, dd = spec.partition(" +dedup ")
+        threshold = float(dd) if dd else None
+        name, options = parse_spec(base)
         sampler = get_sampler(name, options)
-        use_seeds = [int(s) for s in args.random_seeds.split(",")] if spec == "random" else seeds
+        use_seeds = [int(s) for s in args.random_seeds.split(",")] if base == "random" else seeds
         for b in budgets:
             n = max(1, round(b * len(pool)))
             t0 = time.perf_counter()
-            scores = np.array([score(sampler.select(inp, n, s).rows) for s in use_seeds])
+            scores = np.array([score(run(sampler, n, s, threshold)) for s in use_seeds])
             results[(spec, b)] = (scores.mean(axis=0), scores.std(axis=0), (time.perf_counter() - t0) / len(use_seeds))
     print(f"pool {len(pool)} rows, test {len(test)}; seeds {seeds} (random {args.random_seeds})")
+    for (t, seed), (kept, _) in sorted(deduped.items()):
+        print(f"dedup {t:g}, seed {seed}: {len(kept)} of {len(pool)} pool rows kept")
     for b in budgets:
         print(f"\n## budget {b:g}\n| selection | F1 ↑ | tpl ↑ | cover ↓ | dup ↓ | s/run | beats random on all 4 |")
         print("|---|---|---|---|---|---|---|")

@@ -259,6 +259,10 @@ def cmd_select(args) -> int:
     print(f"  coverage distance {dc['selected']['coverage_distance']:.4f} vs random "
           f"{dc['random']['coverage_distance']['mean']:.4f} ± {dc['random']['coverage_distance']['std']:.4f} (lower is better)")
     print(f"  selected rows: {result['parquet']}")
+    if result["selection"].get("dedup"):
+        d = result["selection"]["dedup"]
+        print(f"  dropped rows:  {result['out_dir']}/dropped.parquet ({d['rows_dropped']} near-duplicates at "
+              f"cosine similarity >= {d['threshold']:g}, each beside the row kept for it)")
     print(f"  report:        {result['report']}")
     print(f"  manifest:      {result['manifest']}")
     return 0
