@@ -60,6 +60,7 @@ from ..errors import ConfigError, InputError
 from .base import Sampler, SamplerOptions, Selection, SelectionInput
 from .clustering import Clustering, assign, kmeans
 from .draws import weighted_order
+from .sensitivity import inclusion_probabilities, pivotal_sample, spatial_order
 
 # Fraction of the observed feedback spread kept as the lowest shifted s_j (multiplicative rule).
 FEEDBACK_SHIFT_FLOOR = 0.01
@@ -77,6 +78,22 @@ class KMeansOptions(SamplerOptions):
         description="Number of k-means clusters. Empty: chosen from the budget as round(2*sqrt(budget)), k much smaller than the budget as the paper advises, or by silhouette (see k_selection). Required in refinement rounds (use the first round's k).",
     )
     n_iter: int = Field(default=20, ge=1, le=300, description="Lloyd iterations of FAISS k-means.")
+    rows_per_cluster: float = Field(
+        default=5.0,
+        ge=1.0,
+        le=1e6,
+        description="When k is empty and k_selection='budget': k = round(budget / rows_per_cluster), the budget-to-k ratio that scored best in the paper's k ablation (10K rows, k=2048: b/k ~ 5).",
+    )
+    max_k: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Upper bound on the k chosen from the budget: FAISS k-means costs O(rows x k x dim x n_iter), so the cap keeps 1M rows near a minute on 2 cores; the balanced draws spread the rows inside larger clusters.",
+    )
+    within_cluster: Literal["balanced", "independent"] = Field(
+        default="balanced",
+        description="How a cluster's quota is drawn. balanced: inclusion probabilities proportional to quality (uniform without a quality column), drawn by the pivotal method along a PCA tree of the cluster's rows, so the rows are spread inside the cluster and near-duplicates are rarely drawn together. independent: successive weighted draws without replacement (the paper's multinomial draws).",
+    )
     quality_weighting: Literal["proportional", "softmax"] = Field(
         default="proportional",
         description="Inside a cluster, draw rows with probability proportional to quality (the paper), or to softmax(quality) (the reference code). Uniform when there is no quality column.",
@@ -134,8 +151,9 @@ class KMeansOptions(SamplerOptions):
         return self
 
 
-def default_k(budget: int, n_rows: int) -> int:
-    return int(max(1, min(round(2 * math.sqrt(budget)), budget, n_rows)))
+def default_k(budget: int, n_rows: int, rows_per_cluster: float = 5.0, max_k: int = 1024) -> int:
+    """k from the budget: round(budget / rows_per_cluster), at least 1, at most max_k, the budget and the rows."""
+    return int(max(1, min(round(budget / rows_per_cluster), max_k, budget, n_rows)))
 
 
 def allocate_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
@@ -257,10 +275,12 @@ def refine_cluster_weights(
     return weights / weights.sum(), info
 
 
-def silhouette_k_grid(budget: int, n_rows: int) -> list[int]:
-    """Powers of two between sqrt(budget)/2 and 4*sqrt(budget), at least 2, at most the budget and n_rows-1."""
-    lo, hi = math.sqrt(budget) / 2, 4 * math.sqrt(budget)
-    cap = min(budget, n_rows - 1)
+def silhouette_k_grid(budget: int, n_rows: int, rows_per_cluster: float = 5.0, max_k: int = 1024) -> list[int]:
+    """Powers of two between k0/4 and 2*k0, k0 = default_k (budget / rows_per_cluster, capped by max_k);
+    at least 2, at most max_k, the budget and n_rows-1."""
+    k0 = default_k(budget, n_rows, rows_per_cluster, max_k)
+    lo, hi = k0 / 4, 2 * k0
+    cap = min(budget, n_rows - 1, max_k)
     return [2**e for e in range(1, 63) if lo <= 2**e <= hi and 2**e <= cap]
 
 
@@ -271,6 +291,8 @@ def choose_k_by_silhouette(
     n_iter: int = 20,
     sample_size: int = 5000,
     metric: Literal["euclidean", "cosine"] = "euclidean",
+    rows_per_cluster: float = 5.0,
+    max_k: int = 1024,
 ) -> tuple[int, Clustering | None, list[int], list[float]]:
     """Cluster the whole corpus for each k of the grid; score each on one seeded sample; keep the best.
 
@@ -280,9 +302,9 @@ def choose_k_by_silhouette(
     from sklearn.metrics import silhouette_score
 
     n = embeddings.shape[0]
-    grid = silhouette_k_grid(budget, n)
+    grid = silhouette_k_grid(budget, n, rows_per_cluster, max_k)
     if not grid:
-        return default_k(budget, n), None, [], []
+        return default_k(budget, n, rows_per_cluster, max_k), None, [], []
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(sample_size, n), replace=False))
     x_sample = embeddings[sample]
@@ -393,11 +415,12 @@ class KMeansSampler(Sampler):
             k = opts.k
         elif opts.k_selection == "silhouette":
             k, clustering, grid, scores = choose_k_by_silhouette(
-                data.embeddings, budget, seed, opts.n_iter, opts.silhouette_sample_size, opts.silhouette_metric
+                data.embeddings, budget, seed, opts.n_iter, opts.silhouette_sample_size, opts.silhouette_metric,
+                opts.rows_per_cluster, opts.max_k,
             )
             silhouette = {"silhouette_k_grid": grid, "silhouette_scores": scores, "silhouette_metric": opts.silhouette_metric}
         else:
-            k = default_k(budget, n)
+            k = default_k(budget, n, opts.rows_per_cluster, opts.max_k)
         if k > n:
             raise ConfigError(f"kmeans option k={k} is larger than the {n} usable rows; pass a smaller k.")
         if clustering is None:
@@ -406,7 +429,7 @@ class KMeansSampler(Sampler):
         quotas = allocate_quotas(sizes, budget)
         rng = np.random.default_rng(seed)
         members_of = _members_by_cluster(clustering.assignments, k)
-        per_cluster, probs = self._draw(data.quality, members_of, quotas, rng)
+        per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas, rng)
         rows, scores, clusters = _round_robin(per_cluster, probs, sizes)
         cluster_weights = sizes / sizes.sum()
         return Selection(
@@ -461,7 +484,7 @@ class KMeansSampler(Sampler):
         is_previous = np.zeros(n, dtype=bool)
         is_previous[previous] = True
         members_of = [m[~is_previous[m]] for m in _members_by_cluster(clustering.assignments, k)]
-        per_cluster, probs = self._draw(data.quality, members_of, quotas, rng)
+        per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas, rng)
         rows, scores, clusters = _round_robin(per_cluster, probs, quotas)
         outside = 0
         if feedback is not None:
@@ -511,7 +534,38 @@ class KMeansSampler(Sampler):
             },
         )
 
-    def _draw(self, quality, members_of, quotas, rng):
+    def _draw(self, data: SelectionInput, assignments: np.ndarray, members_of, quotas, rng):
+        """Exactly quotas[c] of members_of[c] for each cluster c, and a score per row (its draw or inclusion probability)."""
+        if self.options.within_cluster == "balanced":
+            return self._draw_balanced(data, assignments, members_of, quotas, rng)
+        return self._draw_independent(data.quality, members_of, quotas, rng)
+
+    def _draw_balanced(self, data: SelectionInput, assignments: np.ndarray, members_of, quotas, rng):
+        """Spatially balanced draws: π ∝ quality within each cluster (Σπ = quota), pivotal method along a PCA tree."""
+        n = data.n_rows
+        pi = np.zeros(n, dtype=np.float64)
+        for c, members in enumerate(members_of):
+            if quotas[c] > 0:
+                pi[members] = _quota_probabilities(self._weights(data.quality, members), int(quotas[c]))
+        order = spatial_order(data.embeddings, rng, groups=assignments)
+        chosen = np.zeros(n, dtype=bool)
+        chosen[pivotal_sample(pi, order, rng, groups=assignments)] = True
+        per_cluster: list[np.ndarray] = []
+        probs: list[np.ndarray] = []
+        for c, members in enumerate(members_of):
+            picked = members[chosen[members]]
+            if len(picked) != quotas[c]:
+                # Floating-point residue only: add the likeliest missing members or drop the least likely.
+                by_pi = members[np.lexsort((members, -pi[members]))]
+                keep = picked[np.lexsort((picked, -pi[picked]))][: quotas[c]]
+                extra = by_pi[~np.isin(by_pi, keep)][: quotas[c] - len(keep)]
+                picked = np.concatenate([keep, extra])
+            picked = picked[rng.permutation(len(picked))]
+            per_cluster.append(picked)
+            probs.append(pi[picked])
+        return per_cluster, probs
+
+    def _draw_independent(self, quality, members_of, quotas, rng):
         """Quality-weighted draws without replacement inside each cluster, in cluster order."""
         per_cluster: list[np.ndarray] = []
         probs: list[np.ndarray] = []
@@ -535,6 +589,16 @@ class KMeansSampler(Sampler):
         if q.sum() <= 0:
             return np.ones(len(members))
         return q
+
+
+def _quota_probabilities(w: np.ndarray, quota: int) -> np.ndarray:
+    """Inclusion probabilities min(1, c·w) summing to `quota`; zero-weight rows share what positive ones cannot hold."""
+    positive = w > 0
+    n_positive = int(positive.sum())
+    if n_positive >= quota:
+        return inclusion_probabilities(w, quota)[0]
+    pi = np.where(positive, 1.0, (quota - n_positive) / max(len(w) - n_positive, 1))
+    return pi
 
 
 def _previous_rows(data: SelectionInput) -> np.ndarray:

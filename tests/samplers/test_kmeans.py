@@ -12,9 +12,11 @@ from scipy.stats import chisquare
 from selectflow.tasks.errors import ConfigError, InputError
 from selectflow.tasks.samplers import SelectionInput
 from selectflow.tasks.samplers.clustering import kmeans
+from selectflow.tasks.samplers.sensitivity import inclusion_probabilities
 from selectflow.tasks.samplers.kmeans import (
     KMeansSampler,
     allocate_quotas,
+    default_k,
     allocate_weighted,
     kcenter_greedy,
     refine_cluster_weights,
@@ -137,6 +139,55 @@ def test_exact_budget_deterministic_and_seed_dependent(small_input):
     assert not np.array_equal(np.sort(a.rows), np.sort(c.rows))
     counts = np.bincount(a.clusters, minlength=a.diagnostics["k"])
     np.testing.assert_array_equal(counts, a.diagnostics["quotas"])
+
+
+def test_default_k_is_a_fifth_of_the_budget_capped_by_max_k(small_input):
+    sel = KMeansSampler().select(small_input, 57, seed=0)
+    assert sel.diagnostics["k"] == round(57 / 5)
+    assert default_k(10_000, 196_000) == 1024 and default_k(10_000, 196_000, max_k=4096) == 2000
+    assert default_k(3, 100) == 1 and default_k(500, 300) == 100
+    assert KMeansSampler({"rows_per_cluster": 1}).select(small_input, 20, seed=0).diagnostics["k"] == 20
+
+
+def test_default_selection_depends_on_the_seed(small_input):
+    data = replace(small_input, quality=None)
+    picks = [tuple(np.sort(KMeansSampler().select(data, 40, seed=s).rows)) for s in range(4)]
+    assert len(set(picks)) == 4
+
+
+def test_balanced_inclusion_frequencies_follow_quality():
+    """One cluster, budget 3: inclusion probabilities are min(1, c*quality) summing to 3 (exact, not successive draws)."""
+    quality = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 8.0, 0.5, 0.5, 1.0])
+    x = clustered_embeddings(len(quality), 8, 1, seed=0)
+    data = SelectionInput(embeddings=x, quality=quality)
+    draws, counts = 2000, np.zeros(len(quality))
+    for s in range(draws):
+        counts[KMeansSampler({"k": 1}).select(data, 3, seed=s).rows] += 1
+    pi, _ = inclusion_probabilities(quality, 3)
+    assert pi[6] == 1.0 and counts[6] == draws
+    fractional = pi < 1
+    se = np.sqrt(pi[fractional] * (1 - pi[fractional]) / draws)
+    assert np.max(np.abs(counts[fractional] / draws - pi[fractional]) / se) < 4.5
+
+
+def test_balanced_draws_rarely_take_both_twins_unlike_independent_draws():
+    """Near-duplicates inside a cluster are paired first by the tree, so at most one of them survives."""
+    rng = np.random.default_rng(3)
+    base = clustered_embeddings(200, 16, 4, seed=3)
+    twin = base + 1e-3 * rng.standard_normal(base.shape).astype(np.float32)
+    x = np.concatenate([base, twin / np.linalg.norm(twin, axis=1, keepdims=True)]).astype(np.float32)
+    data = SelectionInput(embeddings=x)
+
+    def both_twins(options):
+        total = 0
+        for seed in range(5):
+            chosen = np.zeros(400, dtype=bool)
+            chosen[KMeansSampler(options).select(data, 80, seed=seed).rows] = True
+            total += int(np.sum(chosen[:200] & chosen[200:]))
+        return total
+
+    assert both_twins({}) == 0
+    assert both_twins({"within_cluster": "independent"}) >= 5
 
 
 # ---------------------------------------------------------------- iterative kMQ: weights
@@ -296,8 +347,11 @@ def test_option_combinations_are_validated():
 
 
 def test_silhouette_grid_brackets_the_budget_default():
-    assert silhouette_k_grid(64, 10_000) == [4, 8, 16, 32]
+    # The default k is budget/5 (13 for 64 rows): the grid spans a quarter of it to twice it.
+    assert silhouette_k_grid(64, 10_000) == [4, 8, 16]
     assert silhouette_k_grid(1, 10) == []
+    # Capped by max_k like the default itself.
+    assert silhouette_k_grid(10_000, 196_000) == [256, 512, 1024]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -307,7 +361,7 @@ def test_silhouette_picks_the_true_k_on_separated_clusters(seed):
         SelectionInput(embeddings=x), 64, seed=seed
     )
     d = sel.diagnostics
-    assert d["silhouette_k_grid"] == [4, 8, 16, 32] and len(d["silhouette_scores"]) == 4
+    assert d["silhouette_k_grid"] == [4, 8, 16] and len(d["silhouette_scores"]) == 3
     assert d["k"] == 8 and int(np.argmax(d["silhouette_scores"])) == 1
 
 

@@ -176,9 +176,12 @@ def test_outlier_gets_the_largest_sampling_probability():
             _, d2, labels = kmeans_plus_plus(x, k, np.random.default_rng(seed))
             s = kmeans_sensitivity(d2, labels, k)
             assert int(np.argmax(s)) == outlier
-        sel = SensitivitySampler().select(SelectionInput(embeddings=x), 20, seed=seed)
+        sel = SensitivitySampler(PURE).select(SelectionInput(embeddings=x), 20, seed=seed)
         assert outlier in sel.rows
         assert sel.scores[list(sel.rows).index(outlier)] == sel.scores.max()
+        # The default's defensive mixture (η = 0.9) bounds every importance weight by N/(η·budget).
+        default = SensitivitySampler().select(SelectionInput(embeddings=x), 20, seed=seed)
+        assert default.weights.max() <= 400 / (0.9 * 20) + 1e-9
     q = lightweight_probabilities(x)
     assert int(np.argmax(q)) == outlier
 
@@ -252,14 +255,28 @@ def test_fewer_positive_rows_than_budget_is_a_config_error():
 # ---------------------------------------------------------------- the sampler: unbiased and accurate
 
 
+PURE = {"uniform_mix": 0.0}  # the papers' importance designs, far from uniform: the power check applies
+
+
 @pytest.mark.parametrize(
     "options",
-    [{}, {"sampling": "systematic"}, {"method": "lightweight"}, {"method": "leverage", "ridge": 0.1}, {"method": "lewis", "lewis_proxy": "root-leverage"}],
-    ids=lambda o: "-".join(str(v) for v in o.values()) or "default",
+    [
+        {},
+        {"order": "random"},
+        PURE,
+        {**PURE, "sampling": "systematic"},
+        {**PURE, "order": "cluster"},
+        {**PURE, "method": "lightweight"},
+        {**PURE, "method": "leverage", "ridge": 0.1},
+        {**PURE, "method": "lewis", "lewis_proxy": "root-leverage"},
+        {"max_oversampling": 1.5, "uniform_mix": 0.5},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "default",
 )
 def test_weighted_kmeans_cost_is_unbiased(options):
-    """E[Σ_S w_i cost(x_i, Q)] = cost(X, Q) for fixed centres Q, over seeds (the k-means++ solution is
-    re-drawn with each seed, which keeps the estimator unbiased). The tolerance is 4 standard errors."""
+    """E[Σ_S w_i cost(x_i, Q)] = cost(X, Q) for fixed centres Q, over seeds (the k-means++ solution and
+    the tree order are re-drawn with each seed, which keeps the estimator unbiased). The tolerance is
+    4 standard errors."""
     x = clustered_embeddings(240, 8, 5, seed=4)
     rng = np.random.default_rng(0)
     outliers = [10, 60, 110, 200]
@@ -271,7 +288,7 @@ def test_weighted_kmeans_cost_is_unbiased(options):
     cost = sq_cost(x, centres)
     sampler = SensitivitySampler(options)
     data = SelectionInput(embeddings=x)
-    runs = 300
+    runs = 400
     estimates, sums_of_weights, unweighted = np.empty(runs), np.empty(runs), np.empty(runs)
     for seed in range(runs):
         sel = sampler.select(data, 15, seed=seed)
@@ -284,8 +301,10 @@ def test_weighted_kmeans_cost_is_unbiased(options):
 
     assert abs(z(estimates, cost.sum())) < 4
     assert abs(z(sums_of_weights, len(x))) < 4
-    # Same test on the unweighted estimate N·mean(cost): the importance weights are what removes the bias.
-    assert z(unweighted, cost.sum()) > 4
+    # Same test on the unweighted estimate N·mean(cost): the importance weights are what removes the bias
+    # (only where the design is far from uniform; the default mixes in 90% uniform on purpose).
+    if options.get("uniform_mix") == 0.0:
+        assert z(unweighted, cost.sum()) > 4
 
 
 def test_documented_accuracy_on_clustered_data():
@@ -374,3 +393,102 @@ def test_faiss_centres_option_runs():
     x = clustered_embeddings(300, 16, 6, seed=3)
     sel = SensitivitySampler({"centres": "faiss-kmeans", "k": 6}).select(SelectionInput(embeddings=x), 30, seed=0)
     assert len(np.unique(sel.rows)) == 30 and sel.diagnostics["centres"] == "faiss-kmeans"
+
+
+# ---------------------------------------------------------------- spatial order and balanced designs
+
+
+def twin_rows(n_pairs: int, d: int, seed: int, noise: float = 1e-3) -> np.ndarray:
+    """n_pairs random unit rows, each followed by a near-duplicate (cosine > 0.99) at the end of the array."""
+    rng = np.random.default_rng(seed)
+    base = unit_rows(n_pairs, d, seed)
+    twin = base + noise * rng.standard_normal(base.shape).astype(np.float32)
+    x = np.concatenate([base, twin / np.linalg.norm(twin, axis=1, keepdims=True)])
+    return x.astype(np.float32)
+
+
+def _twin_gaps(order: np.ndarray, n_pairs: int) -> np.ndarray:
+    pos = np.empty(len(order), dtype=np.int64)
+    pos[order] = np.arange(len(order))
+    return np.abs(pos[:n_pairs] - pos[n_pairs:])
+
+
+@pytest.mark.parametrize("leaf_size", [1024, 16])
+def test_spatial_order_is_a_seeded_permutation_that_keeps_twins_adjacent(leaf_size):
+    x = twin_rows(150, 12, seed=1)
+    a = sens.spatial_order(x, np.random.default_rng(3), leaf_size=leaf_size)
+    b = sens.spatial_order(x, np.random.default_rng(3), leaf_size=leaf_size)
+    c = sens.spatial_order(x, np.random.default_rng(4), leaf_size=leaf_size)
+    np.testing.assert_array_equal(np.sort(a), np.arange(len(x)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    gaps = _twin_gaps(a, 150)
+    # Exact nearest-neighbour matching inside leaves pairs every twin; PCA median splits rarely cut one.
+    assert np.mean(gaps == 1) == 1.0 if leaf_size == 1024 else np.mean(gaps == 1) > 0.8
+
+
+def test_spatial_order_over_the_chunked_levels_and_groups(monkeypatch):
+    """Segments larger than a chunk take the multi-pass path; groups stay contiguous and in sorted order."""
+    monkeypatch.setattr(sens, "CHUNK_BYTES", 1)  # 256-row chunks
+    x = twin_rows(700, 8, seed=2)
+    groups = (np.arange(1400) % 700) // 350  # two groups, each twin pair inside one group
+    order = sens.spatial_order(x, np.random.default_rng(0), groups=groups, leaf_size=64)
+    np.testing.assert_array_equal(np.sort(order), np.arange(1400))
+    assert np.all(np.diff(groups[order]) >= 0)
+    assert np.mean(_twin_gaps(order, 700) == 1) > 0.8
+
+
+def test_pivotal_sampling_within_groups_gives_exact_counts_and_marginals():
+    rng = np.random.default_rng(5)
+    groups = np.repeat([0, 1, 2], [30, 50, 20])
+    q = 0.1 + rng.random(100)
+    pi = np.zeros(100)
+    for g, quota in zip(range(3), [4, 7, 3]):
+        pi[groups == g] = inclusion_probabilities(q[groups == g], quota)[0]
+    order = np.lexsort((rng.random(100), groups))
+    draws, counts = 3000, np.zeros(100)
+    for r in range(draws):
+        rows = sens.pivotal_sample(pi, order, np.random.default_rng(r), groups=groups)
+        np.testing.assert_array_equal(np.bincount(groups[rows], minlength=3), [4, 7, 3])
+        counts[rows] += 1
+    se = np.sqrt(pi * (1 - pi) / draws)
+    assert np.max(np.abs(counts / draws - pi) / se) < 4.5
+
+
+def test_cap_oversampling_bounds_the_ratio_to_uniform():
+    rng = np.random.default_rng(0)
+    q = rng.random(500) ** 6
+    q /= q.sum()
+    capped = sens.cap_oversampling(q, 2.0)
+    assert capped.sum() == pytest.approx(1.0)
+    assert capped.max() * 500 == pytest.approx(2.0)
+    below = capped * 500 < 2.0 - 1e-9
+    # q' ∝ min(q, t): rows under the cap keep their relative probabilities, and every capped row had q >= t.
+    scale = capped[below] / q[below]
+    np.testing.assert_allclose(scale, scale[0])
+    assert q[~below].min() >= q[below].max()
+    np.testing.assert_array_equal(sens.cap_oversampling(np.full(10, 0.1), 2.0), np.full(10, 0.1))
+
+
+def test_default_selection_depends_on_the_seed():
+    x = clustered_embeddings(400, 16, 6, seed=3)
+    data = SelectionInput(embeddings=x)
+    picks = [tuple(np.sort(SensitivitySampler().select(data, 40, seed=s).rows)) for s in range(4)]
+    assert len(set(picks)) == 4
+
+
+def test_default_rarely_takes_both_twins_unlike_a_random_order():
+    """The tree order makes near-duplicates pivotal siblings: with π < 1/2 at most one of them survives."""
+    x = twin_rows(300, 16, seed=6)
+    data = SelectionInput(embeddings=x)
+
+    def both_twins(options):
+        total = 0
+        for seed in range(5):
+            chosen = np.zeros(600, dtype=bool)
+            chosen[SensitivitySampler(options).select(data, 120, seed=seed).rows] = True
+            total += int(np.sum(chosen[:300] & chosen[300:]))
+        return total
+
+    assert both_twins({}) <= 2
+    assert both_twins({"order": "random"}) >= 10
