@@ -85,9 +85,9 @@ class MIGOptions(SamplerOptions):
         le=100.0,
         description="Tag-free labels: the finest level has this many clusters per selected row (budget x this, capped at N/4), and each coarser level half as many. Ignored when base_clusters is set.",
     )
-    level_spacing: Literal["halving", "geometric"] = Field(
-        default="halving",
-        description="Tag-free labels without base_clusters: coarser levels have half as many clusters as the next finer ('halving'), or sizes run geometrically from round(N^(1/3)) up to the finest level ('geometric').",
+    level_spacing: Literal["auto", "halving", "geometric"] = Field(
+        default="auto",
+        description="Tag-free labels without base_clusters: coarser levels have half as many clusters as the next finer ('halving'), or sizes run geometrically from round(N^(1/3)) up to the finest level ('geometric'). 'auto': halving for flat k-means, geometric for nested (a coarsest level of budget/4 clusters would dominate its cost).",
     )
     nested_clusters: bool | None = Field(
         default=None,
@@ -159,6 +159,10 @@ class MIGOptions(SamplerOptions):
         gt=0.0,
         le=1.0,
         description="Among rows of equal gain, the share of each label set nearest its mean direction that goes before the rest (in seeded order among themselves). 1: no preference, seeded order only; near 0: the most typical row of a label set first.",
+    )
+    central_reference: Literal["set", "finest"] = Field(
+        default="finest",
+        description="What central_share measures typicality against: the row's label set ('set'), or its finest cluster ('finest', tag-free labels only; with a labels column it means 'set'). With 'finest', a row in a small label set at a cluster's edge (where the levels disagree) is not typical just because its set is small.",
     )
     memory_budget_gib: float = Field(
         default=4.0,
@@ -242,6 +246,8 @@ class Labels:
     set_ids: np.ndarray
     coarse_assignments: np.ndarray | None = None
     cluster_sizes: list[int] | None = None
+    nested: bool = False
+    finest: np.ndarray | None = None  # (N,) finest-level cluster of each row (clusters only)
 
 
 def cluster_level_sizes(
@@ -355,6 +361,8 @@ def cluster_labels(
         set_ids=set_ids.ravel().astype(np.int64),
         coarse_assignments=coarse,
         cluster_sizes=list(sizes),
+        nested=nested,
+        finest=cols[-1],
     )
 
 
@@ -895,6 +903,7 @@ def tie_ranks(
     embeddings: np.ndarray | None = None,
     center: np.ndarray | None = None,
     central_share: float = 1.0,
+    reference_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Distinct ranks for breaking ties (lower first): a seeded permutation, or the row index.
 
@@ -910,14 +919,15 @@ def tie_ranks(
     if central_share >= 1.0 or set_ids is None or embeddings is None:
         return base
     groups = np.unique(set_ids, return_inverse=True)[1].ravel()
+    refs = groups if reference_ids is None else np.unique(reference_ids, return_inverse=True)[1].ravel()
     x = np.asarray(embeddings, dtype=np.float32)
     if center is not None:
         x = x - center.astype(np.float32)
     x = _unit_rows(x)
-    means = np.zeros((groups.max() + 1, x.shape[1]), dtype=np.float64)
-    np.add.at(means, groups, x)
+    means = np.zeros((refs.max() + 1, x.shape[1]), dtype=np.float64)
+    np.add.at(means, refs, x)
     means = _unit_rows(means)
-    centrality = np.einsum("ij,ij->i", x, means[groups])
+    centrality = np.einsum("ij,ij->i", x, means[refs])
     order = np.lexsort((base, -centrality, groups))
     sizes = np.bincount(groups)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -954,17 +964,22 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
             raise InputError("MIG label_source='labels' needs a labels column; pass one, or use label_source='clusters'.")
         labels = column_labels(data.embeddings, data.labels, center, budget_bytes)
     else:
-        sizes = cluster_level_sizes(
-            n, options.cluster_levels, options.base_clusters, budget, options.clusters_per_budget, options.level_spacing
-        )
+        spacing = options.level_spacing
+        sizes = cluster_level_sizes(n, options.cluster_levels, options.base_clusters, budget, options.clusters_per_budget)
+        nested = options.nested_clusters
+        if nested is None:
+            nested = n * sum(sizes) > FLAT_KMEANS_WORK
+        if spacing == "auto":
+            spacing = "geometric" if nested else "halving"
+        if spacing == "geometric":
+            sizes = cluster_level_sizes(
+                n, options.cluster_levels, options.base_clusters, budget, options.clusters_per_budget, "geometric"
+            )
         label_bytes = sum(sizes) * data.embeddings.shape[1] * 4
         if label_bytes > budget_bytes:
             raise ResourceError(
                 f"MIG's {sum(sizes)} cluster labels need {label_bytes / 2**30:.1f} GiB of centroids; lower base_clusters or cluster_levels."
             )
-        nested = options.nested_clusters
-        if nested is None:
-            nested = n * sum(sizes) > FLAT_KMEANS_WORK
         labels = cluster_labels(data.embeddings, sizes, seed, options.kmeans_iter, center, nested)
     max_edges = int(budget_bytes / 4 / 24)  # the graph may use a quarter of the budget (row, col, weight, CSR copies)
     prop_weight = options.prop_weight
@@ -986,7 +1001,16 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
         propagation,
         options.normalize_by_label_count,
         budget_bytes,
-        tie_rank=tie_ranks(n, seed, options.tie_break, labels.set_ids, data.embeddings, center, options.central_share),
+        tie_rank=tie_ranks(
+            n,
+            seed,
+            options.tie_break,
+            labels.set_ids,
+            data.embeddings,
+            center,
+            options.central_share,
+            labels.finest if options.central_reference == "finest" else None,
+        ),
     )
     phi = Phi(kind=options.phi, b=options.phi_b, alpha=options.phi_alpha)
     return MIGProblem(
@@ -1075,4 +1099,5 @@ def _diagnostics(problem: MIGProblem, result: GreedyResult, opts: MIGOptions, pr
     }
     if labels.cluster_sizes is not None:
         diagnostics["cluster_levels"] = labels.cluster_sizes
+        diagnostics["nested_clusters"] = labels.nested
     return diagnostics
