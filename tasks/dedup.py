@@ -19,16 +19,14 @@ from .io.hashing import config_hash
 from .io.outputs import begin_outputs, write_parquet
 from .io.workspace import Workspace
 from .report import _texts_by_row, dedup_examples, dropped_frame, library_versions
-from .samplers.dedup import semantic_dedup
-
-DEDUP_VERSION = 1
+from .samplers.dedup import VERSION, semantic_dedup
 
 
 @task(name="dedup", cache_policy=NONE)
 def dedup_task(prepared: dict, embedded: dict, threshold: float, seed: int, cache_dir: str) -> dict:
     """Semantic dedup over every usable row (or reuse the cached result of the same matrix, threshold and seed)."""
     logger = get_run_logger()
-    key = config_hash({"matrix": embedded["key"], "dedup": threshold, "seed": seed, "version": DEDUP_VERSION})
+    key = config_hash({"matrix": embedded["key"], "dedup": threshold, "seed": seed, "version": VERSION})
     folder = Workspace(cache_dir).selection_dir(key)
     meta_path = folder / "dedup.json"
     if meta_path.exists():

@@ -19,6 +19,7 @@ from .io.workspace import Workspace
 from .samplers import SelectionInput, get_sampler, resolve_budget
 from .samplers.base import subset_input
 from .samplers.floors import apply_floors, floor_quotas
+from .samplers.dedup import VERSION as DEDUP_VERSION
 from .samplers.kmeans import allocate_quotas
 
 
@@ -74,7 +75,7 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
               "previous": [file_hash(p if not Path(p).is_dir() else Path(p) / "selected.parquet") for p in previous or []]}
     key = config_hash({"matrix": embedded["key"], "sampler": sampler, "options": chosen.options.model_dump(),
                        "budget": n_budget, "seed": seed, "index": index["key"] if index else None, "rounds": rounds,
-                       "group": group, **({"dedup": dedup} if dedup is not None else {}),
+                       "group": group, **({"dedup": {"threshold": dedup, "version": DEDUP_VERSION}} if dedup is not None else {}),
                        **({"min_per_group": min_per_group} if min_per_group else {}),
                        **({"min_per_label": min_per_label} if min_per_label else {})})
     folder = Workspace(cache_dir).selection_dir(key)

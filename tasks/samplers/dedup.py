@@ -13,12 +13,14 @@ How it works
    sample, not the clusters, not a single similarity.
 2. **Clusters.** FAISS k-means (seeded; trained on at most `max_points_per_centroid` rows per centroid),
    `n_clusters` defaulting to ceil(N / 1000), which at 1M rows is sqrt(N), where the cost of k-means
-   (N*k) and of the all-pairs search inside clusters (N^2/k) balance. As in SemDeDup, near-duplicates are
-   only searched for inside a cluster; a pair split across a k-means boundary is missed (rare at the
-   similarities that matter, since near-duplicates are close to each other and so to the same centroid).
+   (N*k) and of the all-pairs search inside clusters (N^2/k) balance.
 3. **Pairs.** Inside each cluster, FAISS range search over an exact inner-product index finds every pair
    with cosine similarity >= threshold (`knn=None`, the default); `knn=K` instead keeps, for each row, the
    pairs among its K nearest neighbours, which bounds memory when a cluster is one huge duplicate set.
+   SemDeDup searches inside clusters only, so a pair split by a k-means boundary is missed. Here each row
+   is also searched against the rows of its next `probes - 1` nearest clusters (`probes=2` by default; 1
+   is the paper's), which on the demo data raises the share of pairs found at 0.9 from 0.964 to 0.997 for
+   about 15% more time.
    Similarities are float32 inner products; a pair counts when it is >= threshold - 1e-6, so
    threshold=1.0 drops exact duplicates despite rounding.
 4. **Which row stays.** Rows are ranked by quality (highest first; without quality all are equal), then by
@@ -50,6 +52,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 
+VERSION = 1  # part of every cache key of a dedup result; bump when results change
 ROWS_PER_CLUSTER = 1000
 SIMILARITY_TOLERANCE = 1e-6
 RULES = ("greedy", "semdedup")
