@@ -90,6 +90,47 @@ def knn_graph(
     return sims, rows
 
 
+def partitioned_knn_graph(
+    embeddings: np.ndarray, n_neighbors: int, seed: int, cell_rows: int = 1000, probes: int = 3, n_iter: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """An approximate k-NN graph for large pools: exact search inside k-means cells and their neighbours.
+
+    The pool is cut into about N / `cell_rows` FAISS k-means cells (seeded); the rows of a cell are
+    compared (FAISS exact search: BLAS products and a heap per row) with every row of the `probes` cells whose
+    centroids are nearest that cell's centroid (the cell itself first). Cost is about
+    N * probes * cell_rows * D multiply-adds, against N^2 * D for exact search. Same layout as
+    `knn_graph`: (similarities, rows), each (N, k), missing neighbours -1 / -inf.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n = x.shape[0]
+    k = int(max(1, min(n_neighbors, n)))
+    n_cells = int(max(1, min(n, -(-n // int(cell_rows)))))
+    clustering = kmeans(x, n_cells, int(seed), n_iter=n_iter)
+    a = clustering.assignments
+    order = np.argsort(a, kind="stable")
+    bounds = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(np.bincount(a, minlength=n_cells), out=bounds[1:])
+    c = clustering.centroids
+    near_cells = np.argsort(-(c @ c.T), axis=1, kind="stable")[:, : max(1, min(int(probes), n_cells))]
+    index_dtype = np.int32 if n < 2**31 - 1 else np.int64
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    rows = np.full((n, k), -1, dtype=index_dtype)
+    for cell in range(n_cells):
+        members = order[bounds[cell] : bounds[cell + 1]]
+        if len(members) == 0:
+            continue
+        probe = np.unique(np.r_[cell, near_cells[cell]])
+        cand = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in probe])
+        kk = min(k, len(cand))
+        # FAISS's exact search: one BLAS product per block and a heap per row for the top kk.
+        s, top = faiss.knn(x[members], x[cand], kk, metric=faiss.METRIC_INNER_PRODUCT)
+        sims[members, :kk] = s
+        rows[members, :kk] = cand[top]
+    return sims, rows
+
+
 def facility_location_objective(embeddings: np.ndarray, rows: np.ndarray, knn=None, n_neighbors: int = 50,
                                 graph: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """F(S) = sum_i max_{j in S and j in kNN(i)} max(sim(i, j), 0): what `facility_location` maximises."""
@@ -178,6 +219,11 @@ class CoverageOptions(SamplerOptions):
         ge=2,
         le=1000,
         description="Neighbours per row in the k-NN similarity graph that defines coverage. Empty: round(2.5 * rows / budget), i.e. about 2.5 times the rows each pick stands for, clamped to 20..100.",
+    )
+    exact_graph_rows: int = Field(
+        default=30_000,
+        ge=0,
+        description="Up to this many rows the k-NN graph is exact (the pipeline's FAISS index, or a flat one); above, it is built inside k-means cells of about 1,000 rows and their 2 nearest cells (approximate, about N x 3,000 x D work instead of N^2 x D).",
     )
     near_duplicate_similarity: float = Field(
         default=0.95,
@@ -332,7 +378,8 @@ class CoverageSampler(Sampler):
         k = o.n_neighbors if o.n_neighbors is not None else default_neighbors(n, budget)
         k = int(min(k, n))
         rng = np.random.default_rng(int(seed))
-        sims, nbrs = knn_graph(x, k, data.knn)
+        exact = n <= o.exact_graph_rows
+        sims, nbrs = knn_graph(x, k, data.knn) if exact else partitioned_knn_graph(x, k, seed)
         state = _GainState(sims, nbrs, o.gamma)
         tau = float(o.near_duplicate_similarity)
         check_dups = tau < 1.0
@@ -423,6 +470,7 @@ class CoverageSampler(Sampler):
             diagnostics={
                 "method": "gain-sampled facility location",
                 "n_neighbors": k,
+                "graph": "exact" if exact else "k-means cells (approximate)",
                 "greedy_picks": n_greedy,
                 "sampled_picks": n_sampled,
                 "filled_picks": int(n_filled),

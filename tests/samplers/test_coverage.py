@@ -13,6 +13,7 @@ from selectflow.tasks.samplers.coverage import (
     facility_location_objective,
     kmeans_medoids,
     knn_graph,
+    partitioned_knn_graph,
 )
 
 from .conftest import clustered_embeddings
@@ -182,3 +183,21 @@ def test_facility_location_is_greedy():
         gains = [facility_location_objective(x, chosen + [j], graph=graph) if j not in chosen else -1 for j in range(120)]
         chosen.append(int(np.argmax(gains)))
     assert facility_location(x, 8, seed=0, graph=graph).tolist() == chosen
+
+
+def test_partitioned_graph_finds_the_exact_neighbours_on_clustered_data():
+    x = clustered_embeddings(3000, 16, 12, seed=6)
+    exact_s, exact_r = knn_graph(x, 20)
+    approx_s, approx_r = partitioned_knn_graph(x, 20, seed=0, cell_rows=300)
+    assert approx_r.shape == exact_r.shape and (approx_r >= 0).all()
+    recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(exact_r, approx_r)])
+    assert recall > 0.9
+    assert np.all(np.diff(approx_s, axis=1) <= 1e-6)  # sorted, best first
+    assert np.all(approx_s <= exact_s + 1e-5)  # never better than the exact k-th neighbours
+
+
+def test_large_pools_use_the_partitioned_graph():
+    x = clustered_embeddings(2000, 16, 8, seed=2)
+    sel = CoverageSampler({"exact_graph_rows": 500}).select(SelectionInput(embeddings=x), 100, seed=0)
+    assert sel.diagnostics["graph"].startswith("k-means cells")
+    assert len(np.unique(sel.rows)) == 100
