@@ -374,3 +374,137 @@ def test_sparse_candidates_scale_rows_as_the_dense_definition():
         np.testing.assert_allclose(problem.candidates.ehat_rows().toarray(), expected, rtol=1e-12, atol=1e-15)
         assert sp.issparse(problem.candidates.unit)
         assert problem.candidates.unit.shape[0] < data.n_rows
+
+
+# --- departures from the paper (see the module docstring) ---------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["conserve", "balanced", "share"])
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_each_label_propagates_exactly_its_own_mass(mode, alpha):
+    emb = unit_rows(150, 8, seed=21)
+    w = similarity_graph(emb, calibrate_threshold(emb, 6.0), max_edges=10**6)
+    a = propagation_matrix(w, alpha, mode).toarray()
+    assert a.min() >= 0
+    # Column q is where label q's unit of mass goes: it sums to 1 for every label, whatever its degree.
+    np.testing.assert_allclose(a.sum(axis=0), 1.0, rtol=0, atol=1e-9)
+    e = np.random.default_rng(0).uniform(0, 3, size=150)
+    assert (a @ e).sum() == pytest.approx(e.sum(), rel=1e-9)
+    if mode == "balanced":
+        # Doubly stochastic: a uniform selection stays uniform, so no label is favoured for having few neighbours.
+        np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(a, a.T, atol=1e-9)
+    if mode == "share":
+        has_neighbours = np.asarray(w.sum(axis=0)).ravel() > 0
+        np.testing.assert_allclose(np.diag(a)[has_neighbours], 1 / (1 + alpha))
+
+
+def test_paper_propagation_does_not_conserve_mass():
+    # The reason for the departure: under Eq. 6 a label hands out sum_p w'_pq / d_p units, not 1.
+    emb = unit_rows(150, 8, seed=21)
+    w = similarity_graph(emb, calibrate_threshold(emb, 6.0), max_edges=10**6)
+    out = propagation_matrix(w, 1.0, "paper").toarray().sum(axis=0)
+    assert out.min() < 0.95 and out.max() > 1.05
+
+
+def test_sampler_propagates_each_rows_label_mass_unchanged():
+    data = tagged_input(n=200, seed=22)
+    for mode in ("conserve", "balanced", "share"):
+        problem = build_problem(data, MIGOptions(propagation=mode), seed=0)
+        assert problem.graph.offdiag.nnz > 0
+        mass = np.asarray(problem.candidates.ehat_rows().sum(axis=1)).ravel()
+        own = data.quality * np.diff(problem.labels.indicator.indptr)
+        np.testing.assert_allclose(mass, own, rtol=1e-9)
+
+
+def test_degree_is_relative_to_the_number_of_labels_and_tau_stays_positive():
+    data = replace(tagged_input(n=2000, seed=23), labels=None)
+    opts = MIGOptions(prop_weight=1.0, relative_degree=0.1)
+    problem = build_problem(data, opts, seed=0, budget=200)
+    degrees = np.diff(problem.graph.offdiag.indptr)
+    for (start, end), tau in zip(problem.labels.blocks, problem.graph.thresholds):
+        # Each level gets ~10% of its other labels as neighbours: small levels are not near-complete graphs.
+        assert degrees[start:end].mean() == pytest.approx(0.1 * (end - start - 1), rel=0.15, abs=0.5)
+        assert tau > 0
+    # The former absolute degree of 8 is still available.
+    fixed = build_problem(data, MIGOptions(prop_weight=1.0, target_degree=8), seed=0, budget=200)
+    s, e = fixed.labels.blocks[-1]
+    assert np.diff(fixed.graph.offdiag.indptr)[s:e].mean() == pytest.approx(8, rel=0.1)
+
+
+def test_tag_free_default_has_no_propagation_and_labels_follow_the_budget():
+    data = SelectionInput(embeddings=clustered_embeddings(3000, 16, 12, seed=24))
+    for budget in (40, 300):
+        sel = MIGSampler().select(data, budget, seed=0)
+        d = sel.diagnostics
+        assert d["cluster_levels"][-1] == budget and d["cluster_levels"][0] == round(budget / 4)
+        assert d["prop_weight"] == 0.0 and d["average_degree"] == 0.0
+    # With a labels column the paper's propagation stays on.
+    assert MIGSampler().select(tagged_input(seed=24), 30, seed=0).diagnostics["prop_weight"] == 1.0
+
+
+def test_nested_clusters_split_each_parent():
+    data = SelectionInput(embeddings=clustered_embeddings(3000, 16, 12, seed=25))
+    opts = MIGOptions(nested_clusters=True)
+    problem = build_problem(data, opts, seed=0, budget=200)
+    assert problem.labels.nested
+    ind = problem.labels.indicator.toarray().astype(bool)
+    (s0, e0), (s1, e1) = problem.labels.blocks[0], problem.labels.blocks[-1]
+    fine, coarse = ind[:, s1:e1].argmax(axis=1), ind[:, s0:e0].argmax(axis=1)
+    # Every finest cluster lies inside one coarse cluster, so label sets are exactly the finest clusters.
+    for f in np.unique(fine):
+        assert len(np.unique(coarse[fine == f])) == 1
+    assert problem.candidates.unit.shape[0] == e1 - s1
+    sel = MIGSampler(opts).select(data, 200, seed=0)
+    assert len(np.unique(sel.rows)) == 200
+
+
+@pytest.mark.parametrize("make", ["tag_free", "tags_constant_quality"])
+def test_the_seed_changes_the_selection(make):
+    data = SelectionInput(embeddings=clustered_embeddings(1500, 16, 10, seed=26))
+    if make == "tags_constant_quality":
+        data = replace(tagged_input(n=400, seed=26, quality=False))
+    selections = {tuple(sorted(MIGSampler().select(data, 60, seed=s).rows)) for s in range(4)}
+    assert len(selections) == 4
+
+
+def test_ties_follow_the_seed_not_the_row_order():
+    # Constant quality, one label for everyone: every row ties. The reference code takes rows 0..B-1.
+    x = unit_rows(500, 8, seed=27)
+    data = SelectionInput(embeddings=x, labels=[("same",)] * 500)
+    row = MIGSampler(MIGOptions(tie_break="row", central_share=1.0)).select(data, 20, seed=0).rows
+    np.testing.assert_array_equal(np.sort(row), np.arange(20))
+    seeded = MIGSampler(MIGOptions(central_share=1.0)).select(data, 20, seed=0).rows
+    assert np.median(seeded) > 100  # drawn over the whole file, not from its start
+
+
+@pytest.mark.parametrize("budget", [1, 37, 300, 1499, 1500])
+def test_exact_budget_of_distinct_rows(budget):
+    data = SelectionInput(embeddings=clustered_embeddings(1500, 16, 10, seed=28))
+    sel = MIGSampler().select(data, budget, seed=3)
+    assert len(sel.rows) == budget and len(np.unique(sel.rows)) == budget
+    assert sel.rows.min() >= 0 and sel.rows.max() < 1500
+
+
+def test_central_share_offers_typical_rows_of_a_label_set_first():
+    # Inside each label set, the half nearest the mean direction of the rows' finest cluster ranks before
+    # every other row; the seed orders rows only within those two tiers.
+    data = SelectionInput(embeddings=clustered_embeddings(1200, 16, 6, seed=29))
+    problem = build_problem(data, MIGOptions(central_share=0.5), seed=0, budget=60)
+    finest, sets = problem.labels.finest, problem.labels.set_ids
+    x = data.embeddings - data.embeddings.mean(axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    means = np.array([x[finest == f].mean(axis=0) for f in range(finest.max() + 1)])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    cos = np.einsum("ij,ij->i", x, means[finest])
+    rank = problem.candidates.tie_rank
+    core_rows, rest = [], []
+    for g in np.unique(sets):
+        rows = np.flatnonzero(sets == g)
+        order = rows[np.argsort(-cos[rows], kind="stable")]
+        k = int(np.ceil(0.5 * len(rows)))
+        core_rows.extend(order[:k])
+        rest.extend(order[k:])
+    # Near-ties of float32 cosines may swap a pair at the border of the half; allow a few.
+    assert np.mean(rank[core_rows] < len(core_rows)) > 0.99
+    assert np.mean(rank[rest] >= len(core_rows)) > 0.99
