@@ -13,6 +13,9 @@ A spec is NAME or NAME:opt=value,opt=value (values parsed as JSON where they par
 (tasks/samplers/dedup.py, seeded with the run's seed, as `select --dedup` runs it) drops near-duplicates from
 the pool first and the sampler selects the same number of rows among the kept ones; the baseline row
 "random" stays on the original pool.
+A NAME with a dot is a plain function `module.function(embeddings, budget, seed, **options)` returning rows,
+e.g. `selectflow.tasks.samplers.coverage.kmeans_medoids` or `...coverage.facility_location:n_neighbors=50`
+(a function with a `knn` parameter gets the pool's index).
 Use it to explore; the held-out judgement is `selectflow evaluate`.
 """
 
@@ -28,6 +31,29 @@ from selectflow.tasks.embedding.index import build_index, choose_params, searche
 from selectflow.tasks.evaluation.harness import proxy_macro_f1, stratified_split
 from selectflow.tasks.reporting.metrics import coverage_distance, near_duplicate_rate
 from selectflow.tasks.samplers import SelectionInput, get_sampler
+
+
+class FunctionSampler:
+    """A plain function of (embeddings, budget, seed, **options) -> rows, run like a sampler."""
+
+    def __init__(self, path: str, options: dict):
+        import importlib
+        import inspect
+
+        module, _, func = path.rpartition(".")
+        self.fn = getattr(importlib.import_module(module), func)
+        self.options = options
+        self.takes_knn = "knn" in inspect.signature(self.fn).parameters
+
+    def select(self, data, budget, seed):
+        extra = {"knn": data.knn} if self.takes_knn else {}
+        rows = np.asarray(self.fn(data.embeddings, budget, seed, **extra, **self.options), dtype=np.int64)
+        assert len(rows) == budget and len(np.unique(rows)) == budget, "a candidate must return budget distinct rows"
+        return type("FunctionSelection", (), {"rows": rows})()
+
+
+def make_sampler(name: str, options: dict):
+    return FunctionSampler(name, options) if "." in name else get_sampler(name, options)
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -109,7 +135,7 @@ def main(argv=None) -> int:
         base, _, dd = spec.partition(" +dedup ")
         threshold = float(dd) if dd else None
         name, options = parse_spec(base)
-        sampler = get_sampler(name, options)
+        sampler = make_sampler(name, options)
         use_seeds = [int(s) for s in args.random_seeds.split(",")] if base == "random" else seeds
         for b in budgets:
             n = max(1, round(b * len(pool)))
