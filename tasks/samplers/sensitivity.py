@@ -32,15 +32,37 @@ solved exactly so that Σπ = budget, and Horvitz–Thompson weights w_i = 1/π_
 1/(c·q_i), i.e. the paper's 1/(m q) with m = c, wherever π < 1. Rows are drawn with
   - "pivotal" (default): the pivotal method of Deville & Tillé, applied bottom-up over a tree of
     the rows as in Shimizu et al. (ICLR 2024), vectorised over all sibling pairs at once. Marginals
-    are exactly π, the size is exactly `budget`. For kmeans-coreset the rows are ordered by cluster,
-    so neighbouring siblings share a cluster and every cluster's sample size stays close to its
-    expectation (spatially balanced); other methods use a random order.
-  - "systematic": systematic πps sampling along the same order (so also implicitly stratified by
-    cluster for kmeans-coreset); exact marginals and size, but many pairs of rows can never be drawn
-    together (no variance estimate from one sample).
+    are exactly π, the size is exactly `budget`.
+  - "systematic": systematic πps sampling along the same order; exact marginals and size, but many
+    pairs of rows can never be drawn together (no variance estimate from one sample).
+The order the design walks (`order`):
+  - "tree" (default): `spatial_order`, PCA median splits (Shimizu et al.'s Alg. 2, the principal
+    direction by two power iterations) down to segments of at most 1024 rows, then inside each
+    segment recursive nearest-neighbour matching (mutual nearest neighbours paired first, pairs
+    merged, repeated), so pivotal siblings are near neighbours: every subtree's sample size stays
+    within one of its expectation (the sample spreads over the data) and a near-duplicate pair with
+    π_i + π_j < 1 never yields both rows. Shimizu et al. split down to single rows; the matching
+    leaves are a departure that keeps near-duplicates together, which median cuts often separate.
+    Costs O(N·D·log N) for the splits plus O(N·1024·D) for the matching.
+  - "cluster": the previous default: kmeans-coreset rows ordered by cluster, random inside.
+  - "random": a random permutation.
 Because the marginals are exact, E[Σ_{i∈S} w_i f(x_i)] = Σ_i f(x_i) for every f (in particular
-k-means costs for any centres and Σw, which estimates N). Rows are returned in a random order, so a
-prefix of b rows with weights multiplied by budget/b is still an unbiased estimator.
+k-means costs for any centres and Σw, which estimates N), whatever the order. Rows are returned in a
+random order, so a prefix of b rows with weights multiplied by budget/b is still an unbiased estimator.
+
+Default for rows taken as they are (`select --sampler sensitivity`, sf_weight ignored): the papers'
+probabilities oversample small clusters and outliers by design (the 4N/n_x term gives every
+k-means++ cluster the same mass, and a singleton is taken with certainty). That is right for a
+weighted coreset and wrong for a user who trains on the rows unweighted: on the demo data it lost to
+random on coverage distance and near-duplicate rate. The default is therefore a defensive mixture
+(Hesterberg 1995) q ← 0.1·q_sensitivity + 0.9/N (`uniform_mix` = 0.9) walked along the tree order:
+a spread, near-uniform sample tilted toward what the sensitivities favour, with every weight at most
+N/(0.9·budget). The weights are still exact Horvitz–Thompson weights, so the estimator stays
+unbiased; but the coreset sample sizes of the papers assume q ∝ s, so for a coreset set
+uniform_mix=0 (a mixture with weight η on uniform needs up to 1/(1-η) times more rows for the same
+guarantee). Measured (bench/tune_quality.py, demo data): with the tree order most of the gain over
+random comes from the balanced design, not from the probabilities (uniform_mix 0.8, 0.9 and 1.0
+score alike over 10 seeds); `max_oversampling` caps q·N instead, for users who want more tilt.
 """
 
 import math
@@ -376,10 +398,10 @@ def _matching_order(xs: np.ndarray, max_rounds: int = 8) -> np.ndarray:
     """Order the rows of one small segment so that nearest neighbours are adjacent, by recursive pairing.
 
     Each level pairs the current nodes greedily by cosine similarity (mutual nearest neighbours first,
-    `max_rounds` rounds; what is left is paired in its current order), and a pair becomes a node whose
-    vector is the normalised sum of its rows; levels repeat until one node is left. Sorting the rows by
-    their node at every level, top level first, gives the depth-first order of that tree, so the
-    closest pairs are siblings at the bottom. O(m²·D) time and O(m²) memory for m rows.
+    up to `max_rounds` rounds; what is left is paired in its current order), and a pair becomes a node
+    whose vector is the normalised sum of its rows; levels repeat until one node is left. Sorting the
+    rows by their node at every level, top level first, gives the depth-first order of that tree, so
+    the closest pairs are siblings at the bottom. O(m²·D) time and O(m²) memory for m rows.
     """
     m = len(xs)
     if m <= 2:
@@ -394,24 +416,23 @@ def _matching_order(xs: np.ndarray, max_rounds: int = 8) -> np.ndarray:
         sim = u @ u.T
         np.fill_diagonal(sim, -np.inf)
         partner = np.full(k, -1)
+        idx = np.arange(k)
         for _ in range(max_rounds):
-            free = partner < 0
-            if free.sum() < 2:
-                break
-            s = np.where(free[:, None] & free[None, :], sim, -np.inf)
-            nn = np.argmax(s, axis=1)
-            mutual = free & (nn[nn] == np.arange(k)) & np.isfinite(s[np.arange(k), nn])
+            nn = np.argmax(sim, axis=1)
+            mutual = (partner < 0) & (nn[nn] == idx) & np.isfinite(sim[idx, nn])
             if not mutual.any():
                 break
             partner[mutual] = nn[mutual]
+            sim[mutual, :] = -np.inf
+            sim[:, mutual] = -np.inf
         rest = np.flatnonzero(partner < 0)
-        partner[rest[0 : len(rest) // 2 * 2 : 2]] = rest[1 : len(rest) // 2 * 2 : 2]
-        partner[rest[1 : len(rest) // 2 * 2 : 2]] = rest[0 : len(rest) // 2 * 2 : 2]
-        lead = np.where(partner < 0, np.arange(k), np.minimum(np.arange(k), partner))
+        even = len(rest) // 2 * 2
+        partner[rest[0:even:2]] = rest[1:even:2]
+        partner[rest[1:even:2]] = rest[0:even:2]
+        lead = np.where(partner < 0, idx, np.minimum(idx, partner))
         parents, parent_of = np.unique(lead, return_inverse=True)
-        new_v = np.zeros((len(parents), v.shape[1]), dtype=np.float32)
-        np.add.at(new_v, parent_of, u)
-        v = new_v
+        by_parent = np.argsort(parent_of, kind="stable")
+        v = np.add.reduceat(u[by_parent], np.searchsorted(parent_of[by_parent], np.arange(len(parents))), axis=0)
         node_of_row = parent_of[node_of_row]
         keys.append(node_of_row)
     return np.lexsort(keys)
