@@ -19,8 +19,10 @@ How it works
    pairs among its K nearest neighbours, which bounds memory when a cluster is one huge duplicate set.
    SemDeDup searches inside clusters only, so a pair split by a k-means boundary is missed. Here each row
    is also searched against the rows of its next `probes - 1` nearest clusters (`probes=2` by default; 1
-   is the paper's), which on the demo data raises the share of pairs found at 0.9 from 0.964 to 0.997 for
-   about 15% more time.
+   is the paper's), which on the demo data raises the share of pairs found at 0.9 from 0.964 to 0.997. Only
+   rows within sqrt(2 - 2 * threshold) of the bisector between the two centroids can have a near-duplicate
+   on the other side, so only those probe (an exact filter: the same pairs, a fraction of the work at
+   high thresholds).
    Similarities are float32 inner products; a pair counts when it is >= threshold - 1e-6, so
    threshold=1.0 drops exact duplicates despite rounding.
 4. **Which row stays.** Rows are ranked by quality (highest first; without quality all are equal), then by
@@ -131,12 +133,13 @@ def _validate(embeddings, quality, ids):
 
 
 def _kmeans_canonical(x, order, k, probes, seed, n_iter, max_points_per_centroid):
-    """(n, probes) nearest clusters of every row, canonical order, from FAISS k-means trained and assigned in that order."""
+    """(n, probes) nearest clusters of every row and their squared distances, canonical order, and the centroids:
+    FAISS k-means trained and assigned in that order."""
     import faiss
 
     n, d = x.shape
     if k == 1:
-        return np.zeros((n, 1), dtype=np.int64)
+        return np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1), dtype=np.float32), None
     rng = np.random.default_rng([int(seed), 0xC1])
     n_train = min(n, k * max_points_per_centroid)
     sample = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
@@ -149,11 +152,12 @@ def _kmeans_canonical(x, order, k, probes, seed, n_iter, max_points_per_centroid
     index.add(np.ascontiguousarray(km.centroids, dtype=np.float32))
     probes = min(probes, k)
     labels = np.empty((n, probes), dtype=np.int64)
+    dists = np.empty((n, probes), dtype=np.float32)
     chunk = 65536
     for start in range(0, n, chunk):
         block = np.ascontiguousarray(x[order[start : start + chunk]], dtype=np.float32)
-        labels[start : start + len(block)] = index.search(block, probes)[1]
-    return labels
+        dists[start : start + len(block)], labels[start : start + len(block)] = index.search(block, probes)
+    return labels, dists, np.asarray(km.centroids, dtype=np.float32)
 
 
 def _cluster_pairs(members: np.ndarray, probers: np.ndarray, x, rows_of: np.ndarray, radius: float, knn: int | None):
@@ -262,24 +266,33 @@ def semantic_dedup(
 
     keys = tie_keys(n, seed, ids)
     order = np.argsort(keys, kind="stable")  # canonical position -> input row
-    labels = _kmeans_canonical(x, order, k, int(probes), seed, n_iter, max_points_per_centroid)
+    labels, dists, centroids = _kmeans_canonical(x, order, k, int(probes), seed, n_iter, max_points_per_centroid)
     t_cluster = time.perf_counter() - t0
 
     # Rank positions: quality (highest first), then the seeded key (canonical order).
     by_rank = np.lexsort((np.arange(n), -quality[order])) if quality is not None else np.arange(n)
     rows_of = order[by_rank]  # rank position -> input row
-    labels = labels[by_rank]
+    labels, dists = labels[by_rank], dists[by_rank]
     primary = labels[:, 0]
     by_cluster = np.argsort(primary, kind="stable")  # rank positions grouped by cluster, ascending inside
     bounds = np.flatnonzero(np.r_[True, primary[by_cluster][1:] != primary[by_cluster][:-1], True])
     probe_rows, probe_cluster = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    radius = threshold - SIMILARITY_TOLERANCE
     if labels.shape[1] > 1:
+        # A row of cluster A can only have a near-duplicate among cluster B's rows if it lies within
+        # r = sqrt(2 - 2 * threshold) of the bisector between the two centroids (B's rows are on B's side):
+        # an exact filter, so probing only such rows finds the same pairs as probing every row.
         extra = labels[:, 1:]
-        probe_rows = np.repeat(np.arange(n, dtype=np.int64), extra.shape[1])
-        probe_cluster = extra.ravel()
+        gap = np.empty(extra.shape, dtype=np.float32)
+        for start in range(0, n, 65536):  # in chunks: (rows, probes, dim) temporaries stay ~100 MB
+            stop = min(start + 65536, n)
+            gap[start:stop] = np.linalg.norm(centroids[extra[start:stop]] - centroids[primary[start:stop]][:, None, :], axis=2)
+        margin = (dists[:, 1:] - dists[:, :1]) / np.maximum(2 * gap, 1e-12)
+        near = margin <= np.sqrt(max(2 - 2 * radius, 0.0)) + 1e-4
+        probe_rows = np.repeat(np.arange(n, dtype=np.int64), extra.shape[1])[near.ravel()]
+        probe_cluster = extra.ravel()[near.ravel()]
         sort = np.lexsort((probe_rows, probe_cluster))
         probe_rows, probe_cluster = probe_rows[sort], probe_cluster[sort]
-    radius = threshold - SIMILARITY_TOLERANCE
     parts_i, parts_j, parts_s = [], [], []
     largest = 0
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
@@ -311,7 +324,8 @@ def semantic_dedup(
     clusters[rows_of] = primary
     diagnostics = {
         "threshold": threshold, "rule": rule, "search": "range" if knn is None else f"knn={int(knn)}",
-        "n_clusters": k, "probes": int(min(probes, k)), "largest_cluster": int(largest), "pairs_found": int(len(pi)),
+        "n_clusters": k, "probes": int(min(probes, k)), "probing_rows": int(len(probe_rows)),
+        "largest_cluster": int(largest), "pairs_found": int(len(pi)),
         "rows": int(n), "rows_kept": int(n - len(dropped)), "rows_dropped": int(len(dropped)),
         "tie_break": "hash of (seed, id)" if ids is not None else "seeded permutation of row positions",
         "quality": quality is not None, "seconds_clustering": round(t_cluster, 3),
