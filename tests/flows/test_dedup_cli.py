@@ -33,7 +33,10 @@ def tiny(tmp_path_factory):
     ids = [f"r{i:02d}" for i in range(N_BASE)] + [f"d{i}" for i in range(5)]
     folder = tmp_path_factory.mktemp("dedup")
     pl.DataFrame({"id": ids, "text": [f"the text of {i}" for i in ids],
-                  "quality": [1.0] * N_BASE + [2.0, 0.5, 2.0, 0.5, 2.0]}).write_parquet(folder / "corpus.parquet")
+                  "quality": [1.0] * N_BASE + [2.0, 0.5, 2.0, 0.5, 2.0],
+                  # r00..r29 alternate b, a; d0, d2, d4 share their source's group, d1 and d3 do not.
+                  "grp": ["b" if i % 2 == 0 else "a" for i in range(N_BASE)] + ["b", "b", "b", "b", "b"]}
+                 ).write_parquet(folder / "corpus.parquet")
     np.save(folder / "emb.npy", x)
     return folder
 
@@ -109,3 +112,14 @@ def test_bad_threshold_is_one_line_error(tiny, tmp_path, args, flag):
     assert proc.returncode == 2, err
     assert err.startswith(f"selectflow: error: {flag} ") and "(0, 1]" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_per_group_dedup_runs_inside_each_group(tiny, tmp_path):
+    out = tmp_path / "pg"
+    assert main(["select", *_common(tiny), "--group", "grp", "--per-group", "--sampler", "kmeans", "--budget", "10",
+                 "--dedup", "0.9", "--out", str(out)]) == 0
+    dropped = pl.read_parquet(out / "dropped.parquet")
+    # Only the pairs inside one group: d1 (group b) and r01 (group a) are in different partitions.
+    assert set(zip(dropped["dropped_id"], dropped["kept_id"])) == {("r00", "d0"), ("r02", "d2"), ("r04", "d4")}
+    selected = set(pl.read_parquet(out / "selected.parquet")["sf_id"])
+    assert len(selected) == 10 and not selected & set(dropped["dropped_id"])
