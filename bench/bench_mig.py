@@ -85,6 +85,8 @@ REFERENCE_OPTIONS = dict(
     tie_break="row",
     central_share=1.0,
     gain="linearized",
+    phi="pow",
+    phi_b=0.8,
 )
 
 

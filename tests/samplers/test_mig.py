@@ -221,7 +221,7 @@ def test_sampler_runs_the_lazy_greedy_on_its_problem(gain):
 @pytest.mark.parametrize("phi", ["pow", "exp"])
 def test_selection_matches_an_independent_dense_greedy(gain, phi):
     data = tagged_input(seed=5)
-    opts = MIGOptions(gain=gain, phi=phi, phi_alpha=0.7)
+    opts = MIGOptions(gain=gain, phi=phi, phi_b=0.8, phi_alpha=0.7)
     sel = MIGSampler(opts).select(data, 80, seed=0)
     ehat = build_problem(data, opts, seed=0).candidates.ehat_rows().toarray()
     np.testing.assert_array_equal(sel.rows, dense_greedy(ehat, 80, kind=phi, b=0.8, alpha=0.7, gain=gain))
@@ -229,9 +229,10 @@ def test_selection_matches_an_independent_dense_greedy(gain, phi):
 
 def test_linearized_score_of_a_fixed_row_never_increases():
     data = tagged_input(seed=6)
-    problem = build_problem(data, MIGOptions(gain="linearized"), seed=0)
+    opts = MIGOptions(gain="linearized", phi_b=0.8)
+    problem = build_problem(data, opts, seed=0)
     ehat = problem.candidates.ehat_rows().toarray()
-    rows = MIGSampler(MIGOptions(gain="linearized")).select(data, 60, seed=0).rows
+    rows = MIGSampler(opts).select(data, 60, seed=0).rows
     _, dphi = dense_phi("pow", 0.8, 1.0)
     x = np.zeros(ehat.shape[1])
     previous = ehat @ dphi(x)
@@ -494,8 +495,9 @@ def test_central_share_offers_typical_rows_of_a_label_set_first():
     finest, sets = problem.labels.finest, problem.labels.set_ids
     x = data.embeddings - data.embeddings.mean(axis=0)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    means = np.array([x[finest == f].mean(axis=0) for f in range(finest.max() + 1)])
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    means = np.zeros((finest.max() + 1, x.shape[1]))
+    np.add.at(means, finest, x)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-30)
     cos = np.einsum("ij,ij->i", x, means[finest])
     rank = problem.candidates.tie_rank
     core_rows, rest = [], []
