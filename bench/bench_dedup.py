@@ -11,6 +11,7 @@ embedding matrix included (1.5 GiB at 1M). Recall: the share of planted pairs of
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def main(argv=None) -> int:
 
     existing = RESULTS_DIR / "dedup.md"
     if existing.exists() and QUALITY_HEADING in existing.read_text():  # keep the quality measurement (tune_quality.py)
-        md += "\n\n" + QUALITY_HEADING + existing.read_text().split(QUALITY_HEADING, 1)[1].rstrip()
+        kept = existing.read_text().split(QUALITY_HEADING, 1)[1]
+        kept = re.sub(r"\n*_Measured [^\n]* on \d+ cores\._\s*$", "", kept)  # the previous run's footer, not the section's own
+        md += "\n\n" + QUALITY_HEADING + kept.rstrip()
     print(write_results("dedup", md))
     return 0
 
