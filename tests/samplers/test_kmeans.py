@@ -144,7 +144,7 @@ def test_exact_budget_deterministic_and_seed_dependent(small_input):
 def test_default_k_is_a_fifth_of_the_budget_capped_by_max_k(small_input):
     sel = KMeansSampler().select(small_input, 57, seed=0)
     assert sel.diagnostics["k"] == round(57 / 5)
-    assert default_k(10_000, 196_000) == 1024 and default_k(10_000, 196_000, max_k=4096) == 2000
+    assert default_k(10_000, 196_000) == 512 and default_k(10_000, 196_000, max_k=4096) == 2000
     assert default_k(3, 100) == 1 and default_k(500, 300) == 100
     assert KMeansSampler({"rows_per_cluster": 1}).select(small_input, 20, seed=0).diagnostics["k"] == 20
 
@@ -351,7 +351,7 @@ def test_silhouette_grid_brackets_the_budget_default():
     assert silhouette_k_grid(64, 10_000) == [4, 8, 16]
     assert silhouette_k_grid(1, 10) == []
     # Capped by max_k like the default itself.
-    assert silhouette_k_grid(10_000, 196_000) == [256, 512, 1024]
+    assert silhouette_k_grid(10_000, 196_000) == [128, 256, 512]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
