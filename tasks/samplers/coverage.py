@@ -218,7 +218,13 @@ class CoverageOptions(SamplerOptions):
         default=None,
         ge=2,
         le=1000,
-        description="Neighbours per row in the k-NN similarity graph that defines coverage. Empty: round(2.5 * rows / budget), i.e. about 2.5 times the rows each pick stands for, clamped to 20..100.",
+        description="Neighbours per row in the k-NN similarity graph that defines coverage. Empty: round(neighbors_per_pick * rows / budget), clamped to 20..100.",
+    )
+    neighbors_per_pick: float = Field(
+        default=2.5,
+        gt=0.0,
+        le=100.0,
+        description="When n_neighbors is empty: neighbours per row as a multiple of the rows each pick stands for (rows / budget). Smaller makes coverage more local.",
     )
     exact_graph_rows: int = Field(
         default=30_000,
@@ -233,9 +239,9 @@ class CoverageOptions(SamplerOptions):
     )
 
 
-def default_neighbors(n_rows: int, budget: int) -> int:
-    """About 2.5 x the rows one pick stands for, clamped to 20..100 and to the number of rows."""
-    return int(max(1, min(n_rows, max(20, min(100, round(2.5 * n_rows / max(budget, 1)))))))
+def default_neighbors(n_rows: int, budget: int, per_pick: float = 2.5) -> int:
+    """`per_pick` x the rows one pick stands for, clamped to 20..100 and to the number of rows."""
+    return int(max(1, min(n_rows, max(20, min(100, round(per_pick * n_rows / max(budget, 1)))))))
 
 
 class _GainState:
@@ -375,7 +381,7 @@ class CoverageSampler(Sampler):
         o = self.options
         x = data.embeddings
         n = data.n_rows
-        k = o.n_neighbors if o.n_neighbors is not None else default_neighbors(n, budget)
+        k = o.n_neighbors if o.n_neighbors is not None else default_neighbors(n, budget, o.neighbors_per_pick)
         k = int(min(k, n))
         rng = np.random.default_rng(int(seed))
         exact = n <= o.exact_graph_rows
