@@ -201,6 +201,8 @@ def publish_artifacts_task(outputs: dict, prepared: dict, selection: dict) -> No
             f"- coverage distance: {sel['coverage_distance']:.4f} "
             f"(random {rnd['coverage_distance']['mean']:.4f} ± {rnd['coverage_distance']['std']:.4f})\n"
             f"- outputs: `{outputs['out_dir']}`\n"
+            + (f"- semantic dedup: {selection['dedup']['rows_dropped']} near-duplicates (cosine ≥ {selection['dedup']['threshold']:g}) "
+               "dropped before selecting, each listed beside its kept row in `dropped.parquet`\n" if selection.get("dedup") else "")
         ),
     )
     comp = outputs["composition"].get("groups") or outputs["composition"]["clusters"]
