@@ -417,22 +417,28 @@ def _matching_order(xs: np.ndarray, max_rounds: int = 8) -> np.ndarray:
         np.fill_diagonal(sim, -np.inf)
         partner = np.full(k, -1)
         idx = np.arange(k)
+        nn = np.argmax(sim, axis=1)
         for _ in range(max_rounds):
-            nn = np.argmax(sim, axis=1)
             mutual = (partner < 0) & (nn[nn] == idx) & np.isfinite(sim[idx, nn])
             if not mutual.any():
                 break
             partner[mutual] = nn[mutual]
             sim[mutual, :] = -np.inf
             sim[:, mutual] = -np.inf
+            # Only rows whose nearest free neighbour was just matched need a new one.
+            stale = np.flatnonzero((partner < 0) & (partner[nn] >= 0))
+            if len(stale):
+                nn[stale] = np.argmax(sim[stale], axis=1)
         rest = np.flatnonzero(partner < 0)
         even = len(rest) // 2 * 2
         partner[rest[0:even:2]] = rest[1:even:2]
         partner[rest[1:even:2]] = rest[0:even:2]
         lead = np.where(partner < 0, idx, np.minimum(idx, partner))
         parents, parent_of = np.unique(lead, return_inverse=True)
-        by_parent = np.argsort(parent_of, kind="stable")
-        v = np.add.reduceat(u[by_parent], np.searchsorted(parent_of[by_parent], np.arange(len(parents))), axis=0)
+        # A parent has one or two children: its lead and, if any, the lead's partner.
+        other = partner[parents]
+        v = u[parents].copy()
+        v[other >= 0] += u[other[other >= 0]]
         node_of_row = parent_of[node_of_row]
         keys.append(node_of_row)
     return np.lexsort(keys)
