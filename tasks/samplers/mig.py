@@ -139,7 +139,7 @@ class MIGOptions(SamplerOptions):
         default=3,
         ge=1,
         le=6,
-        description="Tag-free labels: number of k-means granularities; level l has base_clusters * 2^l clusters, and every row gets one label per level.",
+        description="Tag-free labels: number of k-means granularities (see clusters_per_budget and level_spacing); every row gets one label per level.",
     )
     clusters_per_budget: float = Field(
         default=1.0,
@@ -186,7 +186,7 @@ class MIGOptions(SamplerOptions):
         default=None,
         ge=0.0,
         le=1.0,
-        description="Explicit tau: labels are linked when their cosine similarity is at least this (the paper uses 0.9 with E5-Mistral tag embeddings). Empty: calibrated from target_degree.",
+        description="Explicit tau: labels are linked when their cosine similarity is at least this (the paper uses 0.9 with E5-Mistral tag embeddings). Empty: calibrated from relative_degree (or target_degree).",
     )
     prop_weight: float | None = Field(
         default=None,
@@ -543,7 +543,7 @@ def similarity_graph(embeddings: np.ndarray, threshold: float, max_edges: int) -
         if n_edges > max_edges:
             raise ResourceError(
                 f"The MIG label graph would have more than {max_edges:,} edges at similarity threshold {threshold:.3f}; "
-                "raise similarity_threshold, lower target_degree, or raise memory_budget_gib."
+                "raise similarity_threshold, lower relative_degree (or target_degree), or raise memory_budget_gib."
             )
         rows.append(src[keep])
         cols.append(ids[keep])
@@ -751,7 +751,7 @@ def build_candidates(
     if needed > memory_budget_bytes:
         raise ResourceError(
             f"MIG's propagated label vectors need about {needed / 2**30:.1f} GiB (over memory_budget_gib="
-            f"{memory_budget_bytes / 2**30:g}); lower target_degree or cluster_levels, raise similarity_threshold, "
+            f"{memory_budget_bytes / 2**30:g}); lower relative_degree (or target_degree) or cluster_levels, raise similarity_threshold, "
             "or raise memory_budget_gib if the machine has the memory."
         )
     unit = (sp.csr_matrix(indicator[first], dtype=np.float64) @ propagation.T).tocsr()
