@@ -1,11 +1,14 @@
 """Benchmark of the influence sampler: wall time and peak memory at 10k / 100k / 1M rows, the cost of
 each score at one size, and the closed-form (factored) target influence against torch.func
-per-example gradients on the same rows.
+per-example gradients on the same rows, and the quality of the default against random on the demo
+and bundled corpora (bench/tune_quality.py) when their cached embeddings exist.
 
     python bench/bench_influence.py [--sizes 10000 100000 1000000] [--score-sizes 100000] [--ratio-rows 2000]
 """
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +19,39 @@ from bench.common import clustered_embeddings, measure, write_results  # noqa: E
 
 D = 384
 BUDGET_FRACTION = 0.05
+# The default before the quality fix: top EL2N per class, no near-duplicate skipping, k from N only.
+PREVIOUS_DEFAULT = {"mode": "top", "dedup_similarity": None}
+
+
+def quality_section(demo_embeddings: str, bundled_embeddings: str) -> list[str]:
+    """The tune_quality tables (default and previous default against random) for the corpora whose embeddings are cached."""
+    root = Path(__file__).resolve().parent.parent
+    corpora = [
+        ("demo data (../shared/data/instructions_demo.jsonl, 8 families, 44 templates)", demo_embeddings, "../shared/data/instructions_demo.jsonl"),
+        ("bundled corpus (data/instructions.parquet)", bundled_embeddings, "data/instructions.parquet"),
+    ]
+    previous = "influence:mode=top,dedup_similarity=null"
+    lines = [
+        "## Quality against random (bench/tune_quality.py)",
+        "",
+        "Run as `selectflow select --sampler influence` runs it (no labels, so k-means pseudo-labels; no quality).",
+        "Scores: macro-F1 of a logistic regression on the selected rows predicting the family, template coverage,",
+        "mean cosine distance from each test row to its nearest selected row, near-duplicate rate (cosine > 0.95).",
+        "Mean over seeds 0, 1, 2 (random: 0-4). 'influence' is the default; the last row is the previous default",
+        "(top EL2N per class, no near-duplicate skipping; its k then also follows the budget).",
+        "",
+    ]
+    for title, emb, data in corpora:
+        if not os.path.exists(emb):
+            lines += [f"_{title}: embeddings {emb} not found, skipped._", ""]
+            continue
+        out = subprocess.run(
+            [sys.executable, "bench/tune_quality.py", "--embeddings", emb, "--data", data, "influence", previous],
+            cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
+        ).stdout
+        print(out, flush=True)
+        lines += [f"### {title}", "", out.strip().replace("## budget", "#### budget"), ""]
+    return lines
 
 
 def run_select(n: int, options: dict, seed: int = 0) -> dict:
@@ -80,6 +116,8 @@ def main() -> None:
     parser.add_argument("--score-sizes", type=int, nargs="*", default=[100_000], help="sizes for the per-score table")
     parser.add_argument("--ratio-rows", type=int, nargs="*", default=[2000], help="rows for the factored-vs-autograd comparison")
     parser.add_argument("--timeout", type=int, default=1200)
+    parser.add_argument("--demo-embeddings", default="/tmp/demo_emb.parquet")
+    parser.add_argument("--bundled-embeddings", default="/tmp/bundled_emb.parquet")
     args = parser.parse_args()
     module = "bench.bench_influence"
 
@@ -87,24 +125,29 @@ def main() -> None:
         "# influence sampler",
         "",
         f"Clustered synthetic embeddings (D={D}, 200 centres), budget {BUDGET_FRACTION:.0%}, seed 0. Default options: "
-        "linear softmax head, k-means pseudo-labels (k = round(sqrt(N/10)) clipped to 2..100), 3 epochs of SGD, "
-        "6 checkpoints, one torch thread, score EL2N averaged over the 2 earliest checkpoints, class-stratified top selection. "
+        "linear softmax head, k-means pseudo-labels (k = max(round(sqrt(N/10)), ceil(budget/8)) clipped to 2..100), 3 epochs of SGD, "
+        "6 checkpoints, one torch thread, score EL2N averaged over the 2 earliest checkpoints, class-balanced score-stratified "
+        "draws (one per equal-count score stratum) skipping near-duplicates (cosine > 0.95). "
         "Each run is a fresh subprocess; peak RSS includes the embeddings themselves (N x 1.5 KiB). "
         "**Timings were taken on a shared 2-core machine under load from other jobs (load average 3-10, varying between runs: compare rows with care), so they are upper bounds.**",
         "",
-        "## Scale (default options)",
+    ]
+    lines += quality_section(args.demo_embeddings, args.bundled_embeddings)
+    lines += [
+        "## Scale (default options; previous default: top selection, no near-duplicate skipping)",
         "",
-        "| N | wall (s) | k-means (s) | train (s) | score (s) | select (s) | SGD steps | peak RSS (GiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| N | configuration | classes | wall (s) | k-means (s) | train (s) | score (s) | select (s) | SGD steps | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in args.sizes:
-        r = measure(module, "run_select", {"n": n, "options": {}}, timeout=args.timeout)
-        s = r["seconds"]
-        lines.append(
-            f"| {n:,} | {r['wall_s']:.1f} | {s['classes']:.1f} | {s['train']:.1f} | {s['score']:.1f} | {s['select']:.2f} "
-            f"| {r['steps']} | {r['peak_rss_gib']:.2f} |"
-        )
-        print(lines[-1], flush=True)
+        for label, options in (("default", {}), ("previous default", PREVIOUS_DEFAULT)):
+            r = measure(module, "run_select", {"n": n, "options": options}, timeout=args.timeout)
+            s = r["seconds"]
+            lines.append(
+                f"| {n:,} | {label} | {r['classes']} | {r['wall_s']:.1f} | {s['classes']:.1f} | {s['train']:.1f} | {s['score']:.1f} "
+                f"| {s['select']:.2f} | {r['steps']} | {r['peak_rss_gib']:.2f} |"
+            )
+            print(lines[-1], flush=True)
 
     scores = [
         ("el2n", {}),
