@@ -209,7 +209,7 @@ class CoverageOptions(SamplerOptions):
         description="Share of the budget picked greedily first (largest facility-location gain: the centres of the densest uncovered regions). The rest is sampled. 1 = plain lazy-greedy facility location, 0 = all sampled.",
     )
     gamma: float = Field(
-        default=4.0,
+        default=2.0,
         ge=0.0,
         le=64.0,
         description="Sampled picks are drawn with probability proportional to gain^gamma, where gain is how much the row would improve coverage of its neighbourhood given the rows already picked. 0 = uniform among rows that are not near-duplicates of a pick; large = close to greedy.",
