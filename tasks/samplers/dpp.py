@@ -15,7 +15,7 @@ for scale), and the per-partition bandwidth makes the kernel tell apart rows at 
 partition spans, where the pool-wide median distance (about 1.36 on unit vectors) made every
 partition look like one point. On the demo data this beats random on macro-F1, template coverage,
 coverage distance and near-duplicate rate at 1%, 5% and 10% (bench/results/dpp.md); partition_budget
-4 lost coverage distance at 1%. Pools above 5e7 row x centroid pairs are partitioned in two levels
+4 lost coverage distance at 1%. Pools above 1e7 row x centroid pairs are partitioned in two levels
 (about sqrt(k) partitions, each split again to the target). Partitions above sample_max_rows are
 split again, since the draw eigendecomposes the partition's kernel (O(m^3)); a quota of one row is
 drawn directly with P(i) ∝ L_ii.
@@ -146,8 +146,8 @@ class DPPOptions(SamplerOptions):
 
 
 # Above this many row x centroid pairs a single k-means over the pool gets slow (about 20 iterations x
-# 384 dims x 5e7 pairs ~ 1 TFLOP): partition in two levels, sqrt(k) partitions split again to the target.
-_FLAT_KMEANS_PAIRS = 50_000_000
+# 384 dims x 1e7 pairs ~ 0.15 TFLOP): partition in two levels, sqrt(k) partitions split again to the target.
+_FLAT_KMEANS_PAIRS = 10_000_000
 
 
 class DPPSampler(Sampler):
