@@ -241,7 +241,7 @@ def main() -> None:
             "Before the quality fixes (labels N^(1/3) x {1, 2, 4}, target degree 8, row-stochastic propagation, x^0.8,",
             "ties to the lowest row), the same table read 1.0-1.3 s at 10k, 4.8 s (exact), 8.1 s (linearized) and",
             "19.2 s (no quality) at 100k, 77 s at 1M. Budget-relative labels have ~B finest clusters (K = 5,534 at 100k",
-            "against 322), so the exact-gain run with quality is about 2x slower at 100k; without quality it is faster.",
+            "against 322); at 100k the exact-gain run with quality is ~1.5x slower, the others and 1M are faster.",
             "",
             "| N | gain | quality | budget | labels K | label sets | gain evaluations | wall s | peak RSS GiB |",
             "|---|---|---|---|---|---|---|---|---|",
