@@ -45,7 +45,7 @@ F1 0.70 / templates 0.77 / cover 0.508 / near-duplicates 0.44 at 5% against rand
   degree; `graph="knn"` gives every label the same number of out-neighbours (measured worse: labels
   outside everyone's neighbour lists get over-sampled).
 - Tag-free labels: no propagation between clusters by default (`prop_weight` empty: 1.0 with a labels
-  column as in the paper, 0 for cluster labels). The multi-granularity levels already share a pick's
+  column as in the paper or when target_degree/similarity_threshold is given, else 0 for cluster labels). The multi-granularity levels already share a pick's
   mass with the neighbouring clusters of its coarser clusters. Every propagation variant tried on
   cluster labels (conserve/balanced/share, relative degree 0.005-0.05, alpha 0.1-1, kNN or threshold
   graphs, phi x^0.5, x^0.8 or 1-exp) scored worse than none on coverage distance and near-duplicates:
@@ -193,7 +193,7 @@ class MIGOptions(SamplerOptions):
         default=None,
         ge=0.0,
         le=10.0,
-        description="Propagation weight alpha of neighbouring labels, W' = diag(W) + alpha*offdiag(W) (paper default 1.0; 0 means no propagation). Empty: 1.0 with a labels column; 0 for tag-free cluster labels, whose coarser levels already share a pick's mass with neighbouring clusters (propagation between clusters measured worse on every score).",
+        description="Propagation weight alpha of neighbouring labels, W' = diag(W) + alpha*offdiag(W) (paper default 1.0; 0 means no propagation). Empty: 1.0 with a labels column or an explicit target_degree/similarity_threshold; 0 for tag-free cluster labels otherwise, whose coarser levels already share a pick's mass with neighbouring clusters (propagation between clusters measured worse on every score).",
     )
     phi: Literal["pow", "exp"] = Field(
         default="pow",
@@ -1067,7 +1067,9 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
     max_edges = int(budget_bytes / 4 / 24)  # the graph may use a quarter of the budget (row, col, weight, CSR copies)
     prop_weight = options.prop_weight
     if prop_weight is None:
-        prop_weight = 1.0 if labels.source == "labels" else 0.0
+        # Asking for a graph (an explicit degree or tau) asks for propagation, also on cluster labels.
+        explicit_graph = options.target_degree is not None or options.similarity_threshold is not None
+        prop_weight = 1.0 if labels.source == "labels" or explicit_graph else 0.0
     if prop_weight > 0:
         graph = build_label_graph(
             labels, options.target_degree, options.similarity_threshold, max_edges, options.relative_degree, options.graph

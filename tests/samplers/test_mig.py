@@ -440,8 +440,10 @@ def test_tag_free_default_has_no_propagation_and_labels_follow_the_budget():
         d = sel.diagnostics
         assert d["cluster_levels"][-1] == budget and d["cluster_levels"][0] == round(budget / 4)
         assert d["prop_weight"] == 0.0 and d["average_degree"] == 0.0
-    # With a labels column the paper's propagation stays on.
+    # With a labels column, or an explicit graph option, the paper's propagation stays on.
     assert MIGSampler().select(tagged_input(seed=24), 30, seed=0).diagnostics["prop_weight"] == 1.0
+    explicit = MIGSampler(MIGOptions(target_degree=3)).select(data, 40, seed=0).diagnostics
+    assert explicit["prop_weight"] == 1.0 and explicit["average_degree"] > 0
 
 
 def test_nested_clusters_split_each_parent():
