@@ -89,6 +89,9 @@ class EvaluationConfig(BaseModel):
     # prior (macro-F1 0.24 for random at 1% of the bundled corpus, 0.44 at C = 10, 0.49 at C = 100).
     classifier_c: float = Field(default=10.0, gt=0, description="Inverse L2 regularisation strength of the proxy logistic regression.")
     classifier_max_iter: int = Field(default=1000, ge=10, description="L-BFGS iterations of the proxy logistic regression.")
+    random_draws: int = Field(
+        default=10, ge=1, le=1000, description="Random selections per budget (seeds 0..n-1, or the given seeds if more): "
+                                               "random's mean is the reference every selection is held to, so it gets more draws than one seed list.")
     baselines: list[Literal["kmeans-medoids", "facility-location"]] = Field(
         default=list(BASELINES), description="Coverage baselines run beside random: k-means medoids (k = budget) and facility location.")
     fine_label_column: str | None = Field(
@@ -104,6 +107,14 @@ class EvaluationConfig(BaseModel):
             if name not in names:
                 names.append(name)
         return names
+
+    def baseline_seeds(self) -> list[int]:
+        """The seeds of the random baseline: the given seeds, extended with 0, 1, ... to `random_draws` draws."""
+        seeds = list(dict.fromkeys(self.seeds))
+        extra = (s for s in range(2**31) if s not in seeds)
+        while len(seeds) < self.random_draws:
+            seeds.append(next(extra))
+        return seeds
 
     def selection_names(self) -> list[str]:
         """Every row of the results: random, the coverage baselines, the samplers, then the labelled variants."""
@@ -342,11 +353,12 @@ def evaluate(
             selectors[name] = ((lambda s: lambda d, b, seed: s.select(d, b, seed).rows)(sampler), labelled_data)
 
     names = list(selectors)
-    runs, total, done = [], len(names) * len(budgets) * len(config.seeds), 0
+    seeds_of = {name: config.baseline_seeds() if name == BASELINE else list(config.seeds) for name in names}
+    runs, total, done = [], len(budgets) * sum(len(v) for v in seeds_of.values()), 0
     for name in names:
         select, inp = selectors[name]
         for requested, n_rows in budgets:
-            for seed in config.seeds:
+            for seed in seeds_of[name]:
                 t0 = time.perf_counter()
                 run = {"sampler": name, "budget": requested, "budget_rows": n_rows, "seed": seed}
                 try:
@@ -459,7 +471,8 @@ def render_markdown(result: dict, context: dict | None = None) -> str:
         f"is held out and samplers select from the other {rows['pool']:,}. {sees} F1: macro-F1 of a logistic regression "
         f"(C = {cfg['classifier_c']:g}) on {context.get('encoder', 'the')} embeddings of the selected rows. cover: mean cosine "
         f"distance from each test row to its nearest selected row. dup: share of selected rows with a near-duplicate "
-        f"(cosine > {NEAR_DUPLICATE_SIMILARITY}) in the selection. Each cell is the mean ± std over seeds {seeds}. "
+        f"(cosine > {NEAR_DUPLICATE_SIMILARITY}) in the selection. Each cell is the mean ± std over seeds {seeds} "
+        f"(random: {max(cfg.get('random_draws', 1), len(set(cfg['seeds'])))} draws). "
         f"`random` is the baseline; `kmeans-medoids` and `facility-location` are coverage baselines. "
         f"\"vs random\" names the metrics where a selection's mean does not beat random's (✓: beats it on all)."
     )

@@ -60,7 +60,7 @@ def test_samplers_only_ever_see_the_pool(monkeypatch):
         return sampler
 
     monkeypatch.setattr(harness, "get_sampler", spying_get_sampler)
-    result = evaluate(emb, labels, EvaluationConfig(samplers=["kmeans"], budgets=[0.1, 20], seeds=[0, 1], baselines=[]))
+    result = evaluate(emb, labels, EvaluationConfig(samplers=["kmeans"], budgets=[0.1, 20], seeds=[0, 1], baselines=[], random_draws=2))
     test_rows = np.array(result["test_rows"])
     test_vectors = {emb[r].tobytes() for r in test_rows}
     assert len(seen) == 2 * 2 * 2 and len(test_rows) == 32
@@ -94,17 +94,18 @@ def test_covering_all_labels_beats_covering_few():
 
 def test_random_baseline_and_samplers_report_mean_and_spread_over_seeds():
     emb, labels, _ = toy_corpus(noise=0.6)  # overlapping labels, so small selections differ between seeds
-    config = EvaluationConfig(samplers=["kmeans"], budgets=[0.05, 0.2], seeds=[0, 1, 2])
+    config = EvaluationConfig(samplers=["kmeans"], budgets=[0.05, 0.2], seeds=[0, 1, 2], random_draws=5)
     result = evaluate(emb, labels, config)
     assert result["samplers"] == ["random", "kmeans-medoids", "facility-location", "kmeans"]
-    assert len(result["runs"]) == 4 * 2 * 3
+    assert len(result["runs"]) == 3 * 2 * 3 + 2 * 5  # random: the seeds given, then 3 and 4
+    assert sorted({r["seed"] for r in result["runs"] if r["sampler"] == "random"}) == [0, 1, 2, 3, 4]
     spreads = []
     for name in ("random", "kmeans"):
         for budget in ("0.05", "0.2"):
             for metric in ("macro_f1", "label_coverage", "test_distance", "near_duplicates"):
                 cell = result["summary"][name][budget][metric]
                 values = [r[metric] for r in result["runs"] if r["sampler"] == name and str(r["budget"]) == budget]
-                assert cell["values"] == values and len(values) == 3
+                assert cell["values"] == values and len(values) == (5 if name == "random" else 3)
                 assert cell["mean"] == pytest.approx(np.mean(values))
                 assert cell["std"] == pytest.approx(np.std(values, ddof=1))
                 spreads.append(cell["std"])
@@ -199,7 +200,7 @@ def test_cli_evaluates_a_real_slice_and_updates_the_readme(tmp_path, bundled_sli
     doc = json.loads((out / "evaluation.json").read_text())
     assert doc["rows"] == {"usable": 80, "labelled": 80, "unlabelled_excluded": 0, "pool": 56, "test": 24}
     assert doc["labels"]["test"] == {s: 3 for s in doc["labels"]["test"]} and len(doc["labels"]["test"]) == 8
-    assert len(doc["runs"]) == 4 * 2 * 2 and doc["config"]["sampler_options"] == {"kmeans": {"k": 4}}
+    assert len(doc["runs"]) == 3 * 2 * 2 + 10 * 2 and doc["config"]["sampler_options"] == {"kmeans": {"k": 4}}
     for run in doc["runs"]:
         assert "error" not in run and not set(run["selected_rows"]) & set(doc["test_rows"])
     md = (out / "evaluation.md").read_text()
