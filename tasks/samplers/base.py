@@ -7,7 +7,7 @@ global random state and never imports Prefect, so it can be tested and reused on
 """
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -185,7 +185,6 @@ def permute_input(data: SelectionInput, order: np.ndarray) -> SelectionInput:
     """The input with its rows in `order` (new row i is old row order[i]); the index and earlier rounds follow."""
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
-    take = lambda a: None if a is None else np.asarray(a)[order]  # noqa: E731
     knn = None
     if data.knn is not None:
         search = data.knn
@@ -194,17 +193,8 @@ def permute_input(data: SelectionInput, order: np.ndarray) -> SelectionInput:
             sims, rows = search(queries, k)
             return sims, np.where(rows >= 0, position[np.maximum(rows, 0)], rows)
 
-    return SelectionInput(
-        embeddings=np.ascontiguousarray(data.embeddings[order]),
-        quality=take(data.quality),
-        labels=None if data.labels is None else [data.labels[i] for i in order],
-        groups=take(data.groups),
-        knn=knn,
-        ids=take(data.ids),
-        target_embeddings=data.target_embeddings,
-        feedback=take(data.feedback),
-        previous_rows=None if data.previous_rows is None else np.sort(position[np.asarray(data.previous_rows, dtype=np.int64)]),
-    )
+    previous = None if data.previous_rows is None else np.sort(position[np.asarray(data.previous_rows, dtype=np.int64)])
+    return replace(subset_input(data, order), knn=knn, previous_rows=previous)
 
 
 def subset_input(data: SelectionInput, rows: np.ndarray) -> SelectionInput:

@@ -165,3 +165,18 @@ def test_the_seed_changes_the_default_selection(name, small_input):
     bare = replace(small_input, quality=None, labels=None)
     selections = {tuple(sorted(get_sampler(name).select(bare, 45, seed=s).rows)) for s in range(4)}
     assert len(selections) > 1
+
+
+def test_rows_sorted_by_id_keep_the_index_and_earlier_rounds_in_step(small_input):
+    """The index answers in the sampler's numbering after rows are sorted by id; earlier rounds follow their rows."""
+    from selectflow.tasks.embedding.index import build_index, choose_params, searcher
+    from selectflow.tasks.samplers.base import canonical_order, permute_input
+
+    data = replace(small_input, knn=searcher(build_index(small_input.embeddings, choose_params(small_input.n_rows))),
+                   previous_rows=np.array([3, 10, 250]))
+    order = canonical_order(data)
+    sorted_data = permute_input(data, order)
+    assert list(sorted_data.ids) == sorted(small_input.ids)
+    _, nearest = sorted_data.knn(sorted_data.embeddings[:20], 1)
+    np.testing.assert_array_equal(nearest[:, 0], np.arange(20))  # each row finds itself at its new position
+    assert set(sorted_data.ids[sorted_data.previous_rows]) == {"row-3", "row-10", "row-250"}
