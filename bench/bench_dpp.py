@@ -17,8 +17,6 @@ Writes bench/results/dpp.md.
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import clustered_embeddings, measure, write_results  # noqa: E402
+from bench.common import quality_section as common_quality_section  # noqa: E402
 
 
 # The default before the quality fix: pool-wide greedy MAP, partitioned only when needed.
@@ -117,32 +116,14 @@ def kdpp_vs_dppy(n: int = 1000, k: int = 50, draws: int = 10, d: int = 384, seed
 
 def quality_section(demo_embeddings: str, bundled_embeddings: str) -> list[str]:
     """The tune_quality tables (default and previous default against random) for the corpora whose embeddings are cached."""
-    root = Path(__file__).resolve().parent.parent
-    corpora = [
-        ("demo data (../shared/data/instructions_demo.jsonl, 8 families, 44 templates)", demo_embeddings, "../shared/data/instructions_demo.jsonl"),
-        ("bundled corpus (data/instructions.parquet)", bundled_embeddings, "data/instructions.parquet"),
-    ]
     previous = "dpp:" + ",".join(f"{k}={v}" for k, v in PREVIOUS_DEFAULT.items())
-    lines = [
-        "## Quality against random (bench/tune_quality.py)",
-        "",
+    intro = [
         "Run as `selectflow select --sampler dpp` runs it (no labels, no quality). Scores: macro-F1 of a logistic",
         "regression on the selected rows predicting the family, template coverage, mean cosine distance from each",
         "test row to its nearest selected row, near-duplicate rate (cosine > 0.95). Mean over seeds 0, 1, 2",
         "(random: 0-4). 'dpp' is the default; the last row is the previous default.",
-        "",
     ]
-    for title, emb, data in corpora:
-        if not os.path.exists(emb):
-            lines += [f"_{title}: embeddings {emb} not found, skipped._", ""]
-            continue
-        out = subprocess.run(
-            [sys.executable, "bench/tune_quality.py", "--embeddings", emb, "--data", data, "dpp", previous],
-            cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
-        ).stdout
-        print(out, flush=True)
-        lines += [f"### {title}", "", out.strip().replace("## budget", "#### budget"), ""]
-    return lines
+    return common_quality_section(["dpp", previous], intro, demo_embeddings, bundled_embeddings)
 
 
 def main() -> None:

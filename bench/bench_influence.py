@@ -7,8 +7,6 @@ and bundled corpora (bench/tune_quality.py) when their cached embeddings exist.
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import clustered_embeddings, measure, write_results  # noqa: E402
+from bench.common import quality_section as common_quality_section  # noqa: E402
 
 D = 384
 BUDGET_FRACTION = 0.05
@@ -25,33 +24,15 @@ PREVIOUS_DEFAULT = {"mode": "top", "dedup_similarity": None}
 
 def quality_section(demo_embeddings: str, bundled_embeddings: str) -> list[str]:
     """The tune_quality tables (default and previous default against random) for the corpora whose embeddings are cached."""
-    root = Path(__file__).resolve().parent.parent
-    corpora = [
-        ("demo data (../shared/data/instructions_demo.jsonl, 8 families, 44 templates)", demo_embeddings, "../shared/data/instructions_demo.jsonl"),
-        ("bundled corpus (data/instructions.parquet)", bundled_embeddings, "data/instructions.parquet"),
-    ]
     previous = "influence:mode=top,dedup_similarity=null"
-    lines = [
-        "## Quality against random (bench/tune_quality.py)",
-        "",
+    intro = [
         "Run as `selectflow select --sampler influence` runs it (no labels, so k-means pseudo-labels; no quality).",
         "Scores: macro-F1 of a logistic regression on the selected rows predicting the family, template coverage,",
         "mean cosine distance from each test row to its nearest selected row, near-duplicate rate (cosine > 0.95).",
         "Mean over seeds 0, 1, 2 (random: 0-4). 'influence' is the default; the last row is the previous default",
         "(top EL2N per class, no near-duplicate skipping; its k then also follows the budget).",
-        "",
     ]
-    for title, emb, data in corpora:
-        if not os.path.exists(emb):
-            lines += [f"_{title}: embeddings {emb} not found, skipped._", ""]
-            continue
-        out = subprocess.run(
-            [sys.executable, "bench/tune_quality.py", "--embeddings", emb, "--data", data, "influence", previous],
-            cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
-        ).stdout
-        print(out, flush=True)
-        lines += [f"### {title}", "", out.strip().replace("## budget", "#### budget"), ""]
-    return lines
+    return common_quality_section(["influence", previous], intro, demo_embeddings, bundled_embeddings)
 
 
 def run_select(n: int, options: dict, seed: int = 0) -> dict:

@@ -64,3 +64,23 @@ def write_results(name: str, markdown: str) -> Path:
     tmp.write_text(markdown + f"\n\n_Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores._\n")
     tmp.replace(path)
     return path
+
+
+def quality_section(specs: list[str], intro: list[str], demo_embeddings: str, bundled_embeddings: str) -> list[str]:
+    """bench/tune_quality.py tables of `specs` against random on the demo and bundled corpora whose embeddings are cached."""
+    corpora = [
+        ("demo data (../shared/data/instructions_demo.jsonl, 8 families, 44 templates)", demo_embeddings, "../shared/data/instructions_demo.jsonl"),
+        ("bundled corpus (data/instructions.parquet)", bundled_embeddings, "data/instructions.parquet"),
+    ]
+    lines = ["## Quality against random (bench/tune_quality.py)", "", *intro, ""]
+    for title, emb, data in corpora:
+        if not os.path.exists(emb):
+            lines += [f"_{title}: embeddings {emb} not found, skipped._", ""]
+            continue
+        out = subprocess.run(
+            [sys.executable, "bench/tune_quality.py", "--embeddings", emb, "--data", data, *specs],
+            cwd=BENCH_DIR.parent, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
+        ).stdout
+        print(out, flush=True)
+        lines += [f"### {title}", "", out.strip().replace("## budget", "#### budget"), ""]
+    return lines

@@ -5,9 +5,7 @@ from prefect import flow
 
 from selectflow.flows.params import CorpusParams, EncoderParams
 from selectflow.flows.runners import RunnerParams, make_task_runner
-from selectflow.tasks.corpus import prepare_corpus_task
 from selectflow.tasks.dedup import dedup_task, write_dedup_outputs_task
-from selectflow.tasks.import_embeddings import import_embeddings_task
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
 from selectflow.tasks.io.workspace import Workspace
@@ -26,7 +24,7 @@ def dedup_corpus(
     runner: RunnerParams = RunnerParams(),
 ) -> dict:
     """Semantic dedup of a whole corpus: the highest-quality row of each near-duplicate group is kept."""
-    from selectflow.flows.pipeline import _embed, _Timer
+    from selectflow.flows.pipeline import _Timer, prepare_and_embed
 
     threshold = check_threshold(threshold, "--threshold")
     config = {"corpus": corpus.model_dump(), "encoder": encoder.model_dump(), "dedup": {"threshold": threshold, "seed": seed}}
@@ -34,11 +32,7 @@ def dedup_corpus(
     out = check_output_dir(out_dir, run_key, overwrite)
     cache = str(Workspace(cache_dir).root)
     timer = _Timer()
-    prepared = timer.run("corpus", prepare_corpus_task, corpus.spec(), cache)
-    if corpus.embeddings:
-        embedded = timer.run("embed", import_embeddings_task, prepared, corpus.embeddings, corpus.normalize_embeddings, cache)
-    else:
-        embedded = timer.run("embed", _embed, prepared, encoder, cache, runner)
+    prepared, embedded = prepare_and_embed(corpus, encoder, cache, runner, timer)
     result = timer.run("dedup", dedup_task, prepared, embedded, threshold, seed, cache)
     outputs = write_dedup_outputs_task(corpus.spec(), prepared, embedded, result, str(out), run_key, config, timer.seconds)
     return {**outputs, "prepared": prepared, "embedded": embedded}

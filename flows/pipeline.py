@@ -46,13 +46,19 @@ def embed_corpus(
     """Read and validate the corpus, embed what the store does not have yet, and build the FAISS index."""
     cache = str(Workspace(cache_dir).root)
     timer = _Timer()
+    prepared, embedded = prepare_and_embed(corpus, encoder, cache, runner, timer)
+    index = timer.run("index", build_index_task, embedded, encoder.index, cache)
+    return {"prepared": prepared, "embedded": embedded, "index": index, "timings": timer.seconds, "cache_dir": cache}
+
+
+def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, cache: str, runner: RunnerParams, timer: "_Timer") -> tuple[dict, dict]:
+    """The prepared corpus and its embeddings (imported, or encoded through the store), timed as 'corpus' and 'embed'."""
     prepared = timer.run("corpus", prepare_corpus_task, corpus.spec(), cache)
     if corpus.embeddings:
         embedded = timer.run("embed", import_embeddings_task, prepared, corpus.embeddings, corpus.normalize_embeddings, cache)
     else:
         embedded = timer.run("embed", _embed, prepared, encoder, cache, runner)
-    index = timer.run("index", build_index_task, embedded, encoder.index, cache)
-    return {"prepared": prepared, "embedded": embedded, "index": index, "timings": timer.seconds, "cache_dir": cache}
+    return prepared, embedded
 
 
 def _embed(prepared: dict, encoder: EncoderParams, cache: str, runner: RunnerParams) -> dict:
