@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fine-labels", default=None, metavar="COL", help="a finer label column (e.g. template): its coverage is reported and the test split is stratified by it")
     ev.add_argument("--sampler-labels", default=None, metavar="COL", help="also run the samplers that use labels with this column as their labels (as select --labels COL would), as separate rows; by default samplers never see labels")
     ev.add_argument("--baselines", type=_baseline_list, default=["kmeans-medoids", "facility-location"], metavar="A,B", help="coverage baselines beside random: kmeans-medoids, facility-location (default: both; '' for none)")
+    ev.add_argument("--random-draws", type=int, default=10, metavar="N", help="random selections per budget (the given seeds, then 0, 1, ...): random's mean is the reference every selection is held to (default: 10)")
     ev.add_argument("--test-fraction", type=float, default=0.2, help="share of each label (or fine label) held out as the test split (default: 0.2)")
     ev.add_argument("--split-seed", type=int, default=0, help="seed of the stratified split (default: 0)")
     ev.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="SAMPLER.NAME=VALUE", help="a sampler option, e.g. kmeans.k=16 (repeatable)")
@@ -375,7 +376,8 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"Unknown baseline {name!r} in --baselines; choose from: {', '.join(BASELINES)} ('' for none).")
     fields = {"budgets": args.budgets, "seeds": args.seeds, "test_fraction": args.test_fraction,
               "split_seed": args.split_seed, "sampler_options": options, "baselines": args.baselines,
-              "fine_label_column": args.fine_labels, "sampler_label_column": args.sampler_labels}
+              "fine_label_column": args.fine_labels, "sampler_label_column": args.sampler_labels,
+              "random_draws": args.random_draws}
     if args.samplers:
         fields["samplers"] = args.samplers
     evaluation = EvaluationConfig(**fields)
