@@ -137,6 +137,8 @@ def _kmeans_canonical(x, order, k, probes, seed, n_iter, max_points_per_centroid
     FAISS k-means trained and assigned in that order."""
     import faiss
 
+    from .clustering import single_threaded_faiss
+
     n, d = x.shape
     if k == 1:
         return np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1), dtype=np.float32), None
@@ -146,7 +148,8 @@ def _kmeans_canonical(x, order, k, probes, seed, n_iter, max_points_per_centroid
     train = np.ascontiguousarray(x[order[sample]], dtype=np.float32)
     km = faiss.Kmeans(d, int(k), niter=int(n_iter), seed=int(seed) % (2**31 - 1), verbose=False,
                       max_points_per_centroid=int(max_points_per_centroid), min_points_per_centroid=1)
-    km.train(train)
+    with single_threaded_faiss():  # the same centroids whatever the core count
+        km.train(train)
     del train
     index = faiss.IndexFlatL2(d)
     index.add(np.ascontiguousarray(km.centroids, dtype=np.float32))
