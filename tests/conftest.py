@@ -46,3 +46,23 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _log_handlers_outlive_captured_streams():
+    """Prefect may (re)configure its console handlers while a test captures stderr (capsys); once that capture
+    closes, a later in-process CLI run would log into a closed stream and fail. Point such handlers back at the
+    live stderr after each test."""
+    import logging
+    import sys
+
+    yield
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and stream is not None and getattr(stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream: it would flush the closed stream
+            console = getattr(handler, "console", None)  # Prefect's console handler writes through a rich Console
+            if console is not None and getattr(getattr(console, "file", None), "closed", False):
+                console.file = sys.stderr
