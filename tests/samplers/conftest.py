@@ -28,3 +28,14 @@ def small_input() -> SelectionInput:
         ids=np.array([f"row-{i}" for i in range(300)]),
         target_embeddings=x[:10].copy(),
     )
+
+
+@pytest.fixture
+def faiss_one_thread():
+    """Many tiny FAISS calls: OpenMP wake-ups dominate on a loaded 2-core box (10x slower), so use one thread."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

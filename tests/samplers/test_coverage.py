@@ -19,14 +19,7 @@ from selectflow.tasks.samplers.coverage import (
 from .conftest import clustered_embeddings
 
 
-@pytest.fixture(autouse=True)
-def single_threaded_faiss():
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def planted_rare_cluster(seed: int = 0, big: int = 10, per_big: int = 190, rare: int = 10, d: int = 32):

@@ -36,15 +36,7 @@ def separated_clusters(n_clusters: int, per_cluster: int, d: int, seed: int, noi
     return x.astype(np.float32), truth
 
 
-@pytest.fixture(autouse=True)
-def single_threaded_faiss():
-    """Many tiny FAISS calls: OpenMP wake-ups dominate on a loaded 2-core box (10x slower), so use one thread."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 # ---------------------------------------------------------------- static kMQ: quotas
