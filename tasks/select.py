@@ -18,8 +18,8 @@ from .io.rounds import feedback_scores, previous_rows
 from .io.workspace import Workspace
 from .samplers import SelectionInput, get_sampler, resolve_budget
 from .samplers.base import subset_input
-from .samplers.floors import apply_floors, floor_quotas
 from .samplers.dedup import VERSION as DEDUP_VERSION
+from .samplers.floors import apply_floors, floor_quotas
 from .samplers.kmeans import allocate_quotas
 
 

@@ -344,13 +344,11 @@ def evaluate(
     for name in config.selection_names():
         if name in BASELINES and name not in SAMPLERS:
             selectors[name] = (baseline_selector(name), data)
-        elif name in SAMPLERS:
-            sampler = get_sampler(name, config.sampler_options.get(name))
-            selectors[name] = ((lambda s: lambda d, b, seed: s.select(d, b, seed).rows)(sampler), data)
-        else:  # "NAME + labels COLUMN"
-            base = name.split(" + labels ")[0]
+        else:  # a sampler, or "NAME + labels COLUMN": the same sampler given the labels column
+            base = name if name in SAMPLERS else name.split(" + labels ")[0]
             sampler = get_sampler(base, config.sampler_options.get(base))
-            selectors[name] = ((lambda s: lambda d, b, seed: s.select(d, b, seed).rows)(sampler), labelled_data)
+            selectors[name] = ((lambda s: lambda d, b, seed: s.select(d, b, seed).rows)(sampler),
+                               data if name in SAMPLERS else labelled_data)
 
     names = list(selectors)
     seeds_of = {name: config.baseline_seeds() if name == BASELINE else list(config.seeds) for name in names}

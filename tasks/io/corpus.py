@@ -152,7 +152,10 @@ def scan(path: str | Path) -> tuple[pl.LazyFrame, str, list[str]]:
 
 def check_input_columns(path: str | Path, columns: list[str]) -> None:
     """Fail before any work when an input column named by an option does not exist."""
-    _, _, available = scan(path)
+    _require_columns(path, columns, scan(path)[2])
+
+
+def _require_columns(path: str | Path, columns: list[str], available: list[str]) -> None:
     for column in columns:
         if column not in available:
             raise InputError(f"{path}: column {column!r} does not exist; columns are: {', '.join(available)}.")
@@ -163,8 +166,8 @@ def read_input_columns(path: str | Path, columns: list[str], rows: pl.Series) ->
 
     For columns the prepared corpus does not keep, e.g. a second label column for an evaluation.
     """
-    check_input_columns(path, columns)
-    lf, _, _ = scan(path)
+    lf, _, available = scan(path)
+    _require_columns(path, columns, available)
     wanted = pl.DataFrame({"__row": rows.cast(pl.UInt32)})
     frame = (lf.with_row_index("__row").select(["__row", *dict.fromkeys(columns)]).collect()
              .join(wanted.with_row_index("__order"), on="__row", how="inner").sort("__order"))
