@@ -1,4 +1,4 @@
-"""Semantic dedup (tasks/samplers/dedup.py) at 100k and 1M rows x 384 dims on clustered synthetic embeddings.
+"""Semantic dedup (tasks/samplers/semantic_dedup.py) at 100k and 1M rows x 384 dims on clustered synthetic embeddings.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_dedup.py [--sizes 100000,1000000] [--thresholds 0.9,0.95]
 
@@ -45,7 +45,7 @@ def plant(x: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarra
 def run(n: int, d: int = 384, threshold: float = 0.9, planted: float = 0.05, seed: int = 0) -> dict:
     import time
 
-    from selectflow.tasks.samplers.dedup import semantic_dedup
+    from selectflow.tasks.samplers.semantic_dedup import semantic_dedup
 
     x = clustered_embeddings(n, d, seed=seed)
     sources, targets = plant(x, planted, seed)

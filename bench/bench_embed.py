@@ -22,10 +22,10 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from bench.common import write_results  # noqa: E402
-from selectflow.tasks.embedding.embed import embed_prepared  # noqa: E402
+from selectflow.tasks.embedding.encode_units import embed_prepared  # noqa: E402
 from selectflow.tasks.embedding.encoder import load_encoder  # noqa: E402
-from selectflow.tasks.embedding.index import build_index, choose_params, save_index  # noqa: E402
-from selectflow.tasks.io.corpus import CorpusSpec, prepare_corpus  # noqa: E402
+from selectflow.tasks.embedding.faiss_index import build_index, choose_params, save_index  # noqa: E402
+from selectflow.tasks.io.corpus_reader import CorpusSpec, prepare_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

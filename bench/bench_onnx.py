@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from bench.common import write_results  # noqa: E402
-from selectflow.tasks.embedding.embed import CPU_BATCH_TOKENS, encode_texts  # noqa: E402
+from selectflow.tasks.embedding.encode_units import CPU_BATCH_TOKENS, encode_texts  # noqa: E402
 from selectflow.tasks.embedding.encoder import load_encoder  # noqa: E402
 from selectflow.tasks.samplers import SAMPLERS, SelectionInput  # noqa: E402
 

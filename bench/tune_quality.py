@@ -10,7 +10,7 @@ cover (mean cosine distance from each test row to its nearest selected row), dup
 
 A spec is NAME or NAME:opt=value,opt=value (values parsed as JSON where they parse, else strings).
 `--dedup T[,T...]` adds, for every spec (random included), a row "SPEC +dedup T" where semantic dedup
-(tasks/samplers/dedup.py, seeded with the run's seed, as `select --dedup` runs it) drops near-duplicates from
+(tasks/samplers/semantic_dedup.py, seeded with the run's seed, as `select --dedup` runs it) drops near-duplicates from
 the pool first and the sampler selects the same number of rows among the kept ones; the baseline row
 "random" stays on the original pool.
 A NAME with a dot is a plain function `module.function(embeddings, budget, seed, **options)` returning rows,
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import polars as pl
 
-from selectflow.tasks.embedding.index import build_index, choose_params, searcher
+from selectflow.tasks.embedding.faiss_index import build_index, choose_params, searcher
 from selectflow.tasks.evaluation.harness import proxy_macro_f1, stratified_split
 from selectflow.tasks.reporting.metrics import coverage_distance, near_duplicate_rate
 from selectflow.tasks.samplers import SelectionInput, get_sampler
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             return None, inp
         if (threshold, seed) not in deduped:
             from selectflow.tasks.samplers.base import subset_input
-            from selectflow.tasks.samplers.dedup import semantic_dedup
+            from selectflow.tasks.samplers.semantic_dedup import semantic_dedup
 
             kept = semantic_dedup(pv, threshold, ids=ids, seed=seed).kept
             deduped[(threshold, seed)] = (kept, subset_input(inp, kept))

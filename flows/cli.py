@@ -312,13 +312,13 @@ def _print_plan(args, options: dict, sampler: str) -> int:
 
 def _dedup(value, flag: str = "--dedup"):
     """A --dedup/--threshold value as a float in (0, 1] (None stays None), or a one-line ConfigError."""
-    from selectflow.tasks.samplers.dedup import check_threshold
+    from selectflow.tasks.samplers.semantic_dedup import check_threshold
 
     return None if value is None else check_threshold(value, flag)
 
 
 def cmd_dedup(args) -> int:
-    from selectflow.flows.dedup import run_dedup_corpus
+    from selectflow.flows.dedup_flow import run_dedup_corpus
 
     threshold = _dedup(args.threshold, "--threshold")  # before any work
     result = run_dedup_corpus(threshold, _corpus(args), _encoder(args), args.seed, args.out, args.overwrite,
@@ -344,7 +344,7 @@ def cmd_embed(args) -> int:
           f"{e['max_seq_length']} tokens) -> {e['matrix_path']}")
     print(f"index ({result['index']['params']['kind']}): {result['index']['path']}")
     if args.export:
-        from selectflow.tasks.embedding.embed import export_embeddings
+        from selectflow.tasks.embedding.encode_units import export_embeddings
 
         n = export_embeddings(result["prepared"]["prepared_path"], e["matrix_path"], args.export,
                               id_column=corpus.id_column or "id",
@@ -356,7 +356,7 @@ def cmd_embed(args) -> int:
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from selectflow.flows.evaluate import evaluate_samplers
+    from selectflow.flows.evaluate_flow import evaluate_samplers
     from selectflow.tasks.errors import ConfigError
     from selectflow.tasks.evaluation import EvaluationConfig, check_readme, check_request, update_readme
 
@@ -428,7 +428,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from selectflow.flows.compare import compare_runs
+    from selectflow.flows.compare_flow import compare_runs
 
     result = compare_runs(args.run_dirs, out_dir=args.out, seed=args.seed, overwrite=args.overwrite)
     names = result["names"]

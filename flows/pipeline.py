@@ -156,7 +156,7 @@ def select_many(
     runner: RunnerParams = RunnerParams(),
 ) -> dict:
     """Several samplers on one embedding pass: one output folder each under out_dir, then a comparison report."""
-    from selectflow.flows.compare import compare_runs
+    from selectflow.flows.compare_flow import compare_runs
 
     check_floors(corpus, selection)
     planned = []

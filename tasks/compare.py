@@ -1,4 +1,4 @@
-"""Prefect tasks: compare several selections of one corpus (see reporting/compare.py) and publish the result."""
+"""Prefect tasks: compare several selections of one corpus (see reporting/comparison.py) and publish the result."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from .reporting.compare import prepare_comparison, write_comparison
+from .reporting.comparison import prepare_comparison, write_comparison
 
 
 @task(name="check-runs", cache_policy=NONE)

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from .io.atomic import write_json
-from .io.corpus import CorpusSpec, PreparedCorpus, input_hash, prepare_corpus, scan
+from .io.corpus_reader import CorpusSpec, PreparedCorpus, input_hash, prepare_corpus, scan
 from .io.hashing import config_hash
 from .io.workspace import Workspace
 

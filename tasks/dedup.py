@@ -1,6 +1,6 @@
 """Prefect tasks of the standalone `selectflow dedup`: semantic dedup of a whole corpus, and its output folder.
 
-The algorithm is tasks/samplers/dedup.py; `select --dedup` runs it inside the select task instead.
+The algorithm is tasks/samplers/semantic_dedup.py; `select --dedup` runs it inside the select task instead.
 """
 
 import json
@@ -14,12 +14,12 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
 from .io.atomic import atomic_path, write_json
-from .io.corpus import CorpusSpec, read_original_rows
+from .io.corpus_reader import CorpusSpec, read_original_rows
 from .io.hashing import config_hash
 from .io.outputs import begin_outputs, write_parquet
 from .io.workspace import Workspace
 from .report import _texts_by_row, dedup_examples, dropped_frame, library_versions
-from .samplers.dedup import VERSION, semantic_dedup
+from .samplers.semantic_dedup import VERSION, semantic_dedup
 
 
 @task(name="dedup", cache_policy=NONE)

@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
-from .embedding.embed import assemble_matrix, encode_positions, encoding_settings, open_store, plan_units
+from .embedding.encode_units import assemble_matrix, encode_positions, encoding_settings, open_store, plan_units
 from .embedding.encoder import load_encoder
 from .embedding.store import store_key
 from .io.atomic import write_npy

@@ -18,7 +18,7 @@ from prefect.logging import get_run_logger
 from .errors import ConfigError
 from .evaluation import EvaluationConfig, evaluate, render_markdown
 from .io.atomic import write_json, write_text
-from .io.corpus import read_input_columns
+from .io.corpus_reader import read_input_columns
 from .report import library_versions
 
 

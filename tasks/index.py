@@ -6,7 +6,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from .embedding.index import build_index, choose_params, gpu_count, save_index
+from .embedding.faiss_index import build_index, choose_params, gpu_count, save_index
 from .io.hashing import config_hash
 from .io.workspace import Workspace
 

@@ -12,7 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NONE
 
 from .io.atomic import write_json, write_text
-from .io.corpus import CorpusSpec, read_original_rows
+from .io.corpus_reader import CorpusSpec, read_original_rows
 from .io.changes import changes_since_previous
 from .io.outputs import begin_outputs, provenance_frame, write_hf_dataset, write_jsonl, write_parquet
 from .reporting.build import EXAMPLE_CHARS, analysis_k, build_report
@@ -105,7 +105,7 @@ def write_outputs_task(spec: dict, prepared: dict, embedded: dict, index: dict |
                      "empty_label_rows": prepared.get("empty_label_rows", 0)}
     knn = None
     if index is not None:
-        from .embedding.index import load_index, searcher
+        from .embedding.faiss_index import load_index, searcher
 
         knn = searcher(load_index(index["path"])[0])
     timings = {**timings}

@@ -11,14 +11,14 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from .embedding.index import load_index, searcher
+from .embedding.faiss_index import load_index, searcher
 from .io.atomic import atomic_path, write_json
 from .io.hashing import config_hash, file_hash
 from .io.rounds import feedback_scores, previous_rows
 from .io.workspace import Workspace
 from .samplers import SelectionInput, get_sampler, resolve_budget
 from .samplers.base import subset_input
-from .samplers.dedup import VERSION as DEDUP_VERSION
+from .samplers.semantic_dedup import VERSION as DEDUP_VERSION
 from .samplers.floors import apply_floors, floor_quotas
 from .samplers.kmeans import allocate_quotas
 
@@ -129,7 +129,7 @@ def select_task(prepared: dict, embedded: dict, index: dict | None, sampler: str
 def _dedup_input(data, threshold: float, n_budget: int, seed: int):
     """Semantic dedup of the sampler's input: (the dedup result, the input restricted to the kept rows)."""
     from .errors import ConfigError
-    from .samplers.dedup import semantic_dedup
+    from .samplers.semantic_dedup import semantic_dedup
 
     deduped = semantic_dedup(data.embeddings, threshold, quality=data.quality, ids=data.ids, seed=seed)
     kept = deduped.kept

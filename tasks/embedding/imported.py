@@ -12,7 +12,7 @@ import polars as pl
 
 from ..errors import InputError
 from ..io.atomic import atomic_path
-from ..io.corpus import scan
+from ..io.corpus_reader import scan
 
 NORM_TOLERANCE = 1e-3
 

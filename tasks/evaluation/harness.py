@@ -249,7 +249,7 @@ def pool_input(embeddings: np.ndarray, pool_rows: np.ndarray, *, quality: np.nda
                sampler_labels: list | None = None, seed: int = 0) -> SelectionInput:
     """What the samplers see, as `select` gives it: the pool rows only, re-numbered 0..P-1, with an index over
     the pool alone. Labels only when the configuration gives the samplers a labels column (`sampler_labels`)."""
-    from ..embedding.index import build_index, choose_params, searcher
+    from ..embedding.faiss_index import build_index, choose_params, searcher
 
     vectors = np.ascontiguousarray(embeddings[pool_rows], dtype=np.float32)
     return SelectionInput(

@@ -7,11 +7,11 @@ import tempfile
 import numpy as np
 import polars as pl
 
-from ..embedding.embed import encoding_settings, read_digests
+from ..embedding.encode_units import encoding_settings, read_digests
 from ..embedding.encoder import resolve_device, resolve_model_path, weights_hash
-from ..embedding.index import choose_params
+from ..embedding.faiss_index import choose_params
 from ..embedding.store import EmbeddingStore, store_key
-from ..io.corpus import CorpusSpec, prepare_corpus
+from ..io.corpus_reader import CorpusSpec, prepare_corpus
 from ..io.workspace import Workspace
 from .estimate import Plan, make_plan
 from ..samplers import get_sampler, resolve_budget

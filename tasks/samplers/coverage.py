@@ -76,7 +76,7 @@ def knn_graph(
     index_dtype = np.int32 if n < 2**31 - 1 else np.int64
     if knn is None:
         # Exact inner-product search up to 100k rows, IVF above (the pipeline's own index choice).
-        from ..embedding.index import build_index, choose_params
+        from ..embedding.faiss_index import build_index, choose_params
 
         index = build_index(x, choose_params(n), seed=0)
         knn = lambda q, kk: index.search(np.ascontiguousarray(q, dtype=np.float32), int(kk))  # noqa: E731

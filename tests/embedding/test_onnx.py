@@ -10,10 +10,10 @@ pytest.importorskip("onnxruntime", reason="the ONNX backends need onnxruntime (p
 pytest.importorskip("onnx", reason="the int8 export needs onnx (pip install onnxruntime onnx)")
 
 from selectflow.tasks.embedding import encoder as encoder_module  # noqa: E402
-from selectflow.tasks.embedding.embed import embed_prepared, encoding_settings, open_store  # noqa: E402
+from selectflow.tasks.embedding.encode_units import embed_prepared, encoding_settings, open_store  # noqa: E402
 from selectflow.tasks.embedding.encoder import load_encoder  # noqa: E402
 from selectflow.tasks.errors import ConfigError  # noqa: E402
-from selectflow.tasks.io.corpus import CorpusSpec, prepare_corpus  # noqa: E402
+from selectflow.tasks.io.corpus_reader import CorpusSpec, prepare_corpus  # noqa: E402
 
 N_TEXTS = 32  # real corpus rows, long and short: enough for a stable mean on 2 cores
 

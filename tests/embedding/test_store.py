@@ -3,9 +3,9 @@
 import numpy as np
 import polars as pl
 
-from selectflow.tasks.embedding.embed import embed_prepared
+from selectflow.tasks.embedding.encode_units import embed_prepared
 from selectflow.tasks.embedding.store import EmbeddingStore
-from selectflow.tasks.io.corpus import CorpusSpec, prepare_corpus
+from selectflow.tasks.io.corpus_reader import CorpusSpec, prepare_corpus
 
 
 def prepare(tmp_path, df, name):
@@ -66,7 +66,7 @@ def test_incomplete_shard_is_ignored(tmp_path):
 
 
 def test_token_batches_cover_every_row_once_within_both_limits():
-    from selectflow.tasks.embedding.embed import token_batches
+    from selectflow.tasks.embedding.encode_units import token_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 300, size=1000)
@@ -83,7 +83,7 @@ def test_token_batches_cover_every_row_once_within_both_limits():
 
 
 def test_token_budget_batching_gives_the_bare_encode_vectors_in_input_order(encoder, bundled_slice):
-    from selectflow.tasks.embedding.embed import encode_texts
+    from selectflow.tasks.embedding.encode_units import encode_texts
 
     model, _ = encoder
     df = pl.read_parquet(bundled_slice).head(40)

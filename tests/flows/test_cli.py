@@ -55,7 +55,7 @@ def test_select_runs_and_writes_outputs(tmp_path, bundled_slice, capsys):
     assert parquet.height == 7
     assert pl.read_ndjson(out / "selected.jsonl").equals(parquet)
     # The Hugging Face folder reads back as the same rows (through selectflow's own save_to_disk reader).
-    from selectflow.tasks.io.corpus import scan
+    from selectflow.tasks.io.corpus_reader import scan
 
     lf, fmt, columns = scan(out / "selected_hf")
     assert fmt == "hf" and columns == parquet.columns

@@ -52,8 +52,8 @@ def test_kill_during_embedding_then_resume(tmp_path, corpus, encoder):
     assert encoded <= 160 - 16 * done_before, "finished shards must not be encoded again"
 
     # Same vectors as one uninterrupted run.
-    from selectflow.tasks.embedding.embed import embed_prepared
-    from selectflow.tasks.io.corpus import CorpusSpec, prepare_corpus
+    from selectflow.tasks.embedding.encode_units import embed_prepared
+    from selectflow.tasks.io.corpus_reader import CorpusSpec, prepare_corpus
 
     model, info = encoder
     prepared = prepare_corpus(CorpusSpec(str(corpus), id_column="id"), tmp_path / "fresh-corpus")

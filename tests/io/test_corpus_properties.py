@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from selectflow.tasks.io.corpus import CorpusSpec, prepare_corpus
+from selectflow.tasks.io.corpus_reader import CorpusSpec, prepare_corpus
 
 texts = st.one_of(st.none(), st.just(""), st.just("  \n"), st.text(min_size=1, max_size=40))
 

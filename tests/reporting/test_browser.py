@@ -224,7 +224,7 @@ def select_run(corpus, out, sampler, budget, seed):
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory, bundled_slice, prefect_harness):
     """A real select report and a real comparison over the bundled slice, two of its sources renamed to hostile strings."""
-    from selectflow.tasks.reporting.compare import compare_runs
+    from selectflow.tasks.reporting.comparison import compare_runs
 
     base = tmp_path_factory.mktemp("browser")
     df = pl.read_parquet(bundled_slice)

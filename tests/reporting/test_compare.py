@@ -10,7 +10,7 @@ import pytest
 
 from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SelectionParams
 from selectflow.tasks.errors import ConfigError, InputError
-from selectflow.tasks.reporting.compare import compare_selections, overlap, prepare_comparison, render_comparison
+from selectflow.tasks.reporting.comparison import compare_selections, overlap, prepare_comparison, render_comparison
 from tests.samplers.conftest import clustered_embeddings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -36,7 +36,7 @@ def runs(tmp_path_factory, bundled_slice):
 
 @pytest.fixture(scope="module")
 def compared(runs, tmp_path_factory):
-    from selectflow.flows.compare import compare_runs
+    from selectflow.flows.compare_flow import compare_runs
 
     out = tmp_path_factory.mktemp("cmp") / "compare"
     return out, compare_runs([str(r) for r in runs], out_dir=str(out), seed=0)

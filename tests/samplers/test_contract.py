@@ -169,7 +169,7 @@ def test_the_seed_changes_the_default_selection(name, small_input):
 
 def test_rows_sorted_by_id_keep_the_index_and_earlier_rounds_in_step(small_input):
     """The index answers in the sampler's numbering after rows are sorted by id; earlier rounds follow their rows."""
-    from selectflow.tasks.embedding.index import build_index, choose_params, searcher
+    from selectflow.tasks.embedding.faiss_index import build_index, choose_params, searcher
     from selectflow.tasks.samplers.base import canonical_order, permute_input
 
     data = replace(small_input, knn=searcher(build_index(small_input.embeddings, choose_params(small_input.n_rows))),

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from selectflow.tasks.errors import InputError
-from selectflow.tasks.io.corpus import CorpusSpec, prepare_corpus, read_original_rows
+from selectflow.tasks.io.corpus_reader import CorpusSpec, prepare_corpus, read_original_rows
 
 ROWS = [
     {"id": "a", "prompt": "What is 2+2?", "completion": "4", "q": 1.0, "tags": ["math"], "src": "s1"},
@@ -135,7 +135,7 @@ def test_folder_and_glob_of_shards_read_as_one_corpus_with_source_files(tmp_path
 
 
 def test_input_hash_changes_when_a_shard_is_added(tmp_path):
-    from selectflow.tasks.io.corpus import input_hash
+    from selectflow.tasks.io.corpus_reader import input_hash
 
     pl.DataFrame({"text": ["one"]}).write_parquet(tmp_path / "a.parquet")
     before = input_hash(tmp_path)

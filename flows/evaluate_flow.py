@@ -11,7 +11,7 @@ from selectflow.flows.params import CorpusParams, EncoderParams
 from selectflow.flows.pipeline import embed_corpus
 from selectflow.tasks.evaluate import evaluate_task
 from selectflow.tasks.evaluation import EvaluationConfig, check_evaluation_dir, check_request
-from selectflow.tasks.io.corpus import check_input_columns
+from selectflow.tasks.io.corpus_reader import check_input_columns
 from selectflow.tasks.io.hashing import config_hash
 
 

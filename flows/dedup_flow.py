@@ -9,7 +9,7 @@ from selectflow.tasks.dedup import dedup_task, write_dedup_outputs_task
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
 from selectflow.tasks.io.workspace import Workspace
-from selectflow.tasks.samplers.dedup import check_threshold
+from selectflow.tasks.samplers.semantic_dedup import check_threshold
 
 
 @flow(name="dedup-corpus", log_prints=True)

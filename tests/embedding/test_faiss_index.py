@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from selectflow.tasks.embedding.index import build_index, choose_params, load_index, save_index, searcher
+from selectflow.tasks.embedding.faiss_index import build_index, choose_params, load_index, save_index, searcher
 from tests.samplers.conftest import clustered_embeddings
 
 

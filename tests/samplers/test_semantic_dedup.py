@@ -1,10 +1,10 @@
-"""Semantic dedup (tasks/samplers/dedup.py): planted near-duplicates, quality, seeded ties, row order, the drop list."""
+"""Semantic dedup (tasks/samplers/semantic_dedup.py): planted near-duplicates, quality, seeded ties, row order, the drop list."""
 
 import numpy as np
 import pytest
 
 from selectflow.tasks.errors import ConfigError, InputError
-from selectflow.tasks.samplers.dedup import semantic_dedup
+from selectflow.tasks.samplers.semantic_dedup import semantic_dedup
 
 D = 48
 
