@@ -33,7 +33,7 @@ def run_kmq(n: int, seed: int = 0, options: dict | None = None) -> dict:
     import numpy as np
 
     from selectflow.tasks.samplers import SelectionInput
-    from selectflow.tasks.samplers.kmeans import KMeansSampler
+    from selectflow.tasks.samplers.kmq import KMeansSampler
 
     x = clustered_embeddings(n, D, seed=seed)
     data = SelectionInput(embeddings=x)
@@ -52,7 +52,7 @@ def run_kmq_rounds(n: int, rounds: int = 3, seed: int = 0) -> dict:
     import numpy as np
 
     from selectflow.tasks.samplers import SelectionInput
-    from selectflow.tasks.samplers.kmeans import KMeansSampler
+    from selectflow.tasks.samplers.kmq import KMeansSampler
 
     x = clustered_embeddings(n, D, seed=seed)
     data = SelectionInput(embeddings=x)
@@ -77,7 +77,7 @@ def run_kmq_rounds(n: int, rounds: int = 3, seed: int = 0) -> dict:
 
 
 def run_kcenter(n: int, picks: int, seed: int = 0) -> dict:
-    from selectflow.tasks.samplers.kmeans import kcenter_greedy
+    from selectflow.tasks.samplers.kmq import kcenter_greedy
 
     x = clustered_embeddings(n, D, seed=seed)
     t = time.perf_counter()
@@ -113,7 +113,7 @@ def _m(function: str, **kwargs) -> dict:
 
 
 def main() -> None:
-    from selectflow.tasks.samplers.kmeans import default_k
+    from selectflow.tasks.samplers.kmq import default_k
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])

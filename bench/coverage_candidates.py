@@ -21,7 +21,7 @@ import numpy as np
 
 from selectflow.tasks.samplers.clustering import kmeans
 from selectflow.tasks.samplers.coverage import facility_location, knn_graph
-from selectflow.tasks.samplers.kmeans import allocate_quotas
+from selectflow.tasks.samplers.quotas import allocate_quotas
 
 _CACHE: dict = {}
 

@@ -20,7 +20,7 @@ from .samplers import SelectionInput, get_sampler, resolve_budget
 from .samplers.base import subset_input
 from .samplers.semantic_dedup import VERSION as DEDUP_VERSION
 from .samplers.floors import apply_floors, floor_quotas
-from .samplers.kmeans import allocate_quotas
+from .samplers.quotas import allocate_quotas
 
 
 def load_selection_input(prepared: dict, embedded: dict, index: dict | None, target: dict | None = None,

@@ -66,7 +66,7 @@ from pydantic import Field
 from ..errors import ConfigError, ResourceError
 from .base import Sampler, SamplerOptions, Selection, SelectionInput
 from .clustering import kmeans
-from .kmeans import allocate_quotas
+from .quotas import allocate_quotas
 
 # Relative floor for quality (after normalising to max 1): zero-quality rows stay selectable, last.
 _QUALITY_FLOOR = 1e-12

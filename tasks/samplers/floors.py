@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Sampler, Selection, SelectionInput, subset_input
-from .kmeans import allocate_weighted
+from .quotas import allocate_weighted
 
 
 def row_keys(data: SelectionInput, by: str) -> list[tuple[str, ...]]:

@@ -85,7 +85,7 @@ from pydantic import Field
 from ..errors import ConfigError, InputError, ResourceError
 from .base import Sampler, SamplerOptions, Selection, SelectionInput
 from .clustering import kmeans
-from .kmeans import allocate_quotas
+from .quotas import allocate_quotas
 
 ScoreName = Literal["el2n", "grand", "forgetting", "vog", "target", "self_influence"]
 

@@ -5,7 +5,7 @@ from .base import Sampler
 from .coverage import CoverageSampler
 from .dpp import DPPSampler
 from .influence import InfluenceSampler
-from .kmeans import KMeansSampler
+from .kmq import KMeansSampler
 from .mig import MIGSampler
 from .random import RandomSampler
 from .sensitivity import SensitivitySampler

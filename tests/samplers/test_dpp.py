@@ -21,7 +21,7 @@ from selectflow.tasks.samplers.dpp import (
     naive_greedy_map,
     sample_k_dpp,
 )
-from selectflow.tasks.samplers.kmeans import allocate_quotas
+from selectflow.tasks.samplers.quotas import allocate_quotas
 
 
 def unit_rows(n: int, d: int, seed: int) -> np.ndarray:

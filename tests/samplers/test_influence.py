@@ -30,7 +30,7 @@ from selectflow.tasks.samplers.influence import (
     ucb_select,
     vog,
 )
-from selectflow.tasks.samplers.kmeans import allocate_quotas
+from selectflow.tasks.samplers.quotas import allocate_quotas
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,15 +13,14 @@ from selectflow.tasks.errors import ConfigError, InputError
 from selectflow.tasks.samplers import SelectionInput
 from selectflow.tasks.samplers.clustering import kmeans
 from selectflow.tasks.samplers.sensitivity import inclusion_probabilities
-from selectflow.tasks.samplers.kmeans import (
+from selectflow.tasks.samplers.kmq import (
     KMeansSampler,
-    allocate_quotas,
     default_k,
-    allocate_weighted,
     kcenter_greedy,
     refine_cluster_weights,
     silhouette_k_grid,
 )
+from selectflow.tasks.samplers.quotas import allocate_quotas, allocate_weighted
 
 from .conftest import clustered_embeddings
 
