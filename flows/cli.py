@@ -1,10 +1,13 @@
 """The `selectflow` command: one-off selections from a shell, running the same Prefect flows (no server needed)."""
 
 import argparse
-import json
 import os
 import sys
 import textwrap
+
+from selectflow.flows.cli_options import (add_model_flags, add_params_flags, budget_type, model_values,
+                                          sampler_option as _option)
+from selectflow.flows.params import OutputParams
 
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
@@ -19,31 +22,6 @@ QUIET_ENV = {
 }
 
 
-def _budget(value: str):
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"budget {value!r} is not a number; pass e.g. 0.05 or 500") from None
-    if number.is_integer() and number >= 1:
-        return int(number)
-    if 0 < number < 1:
-        return number
-    raise argparse.ArgumentTypeError(
-        f"budget {value} is neither a fraction between 0 and 1 nor a whole number of rows; pass e.g. 0.05 or 500"
-    )
-
-
-def _option(value: str) -> tuple[str, object]:
-    if "=" not in value:
-        raise argparse.ArgumentTypeError(f"sampler option {value!r} must look like NAME=VALUE, e.g. k=64")
-    key, raw = value.split("=", 1)
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = raw
-    return key.strip(), parsed
-
-
 def _name_list(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
@@ -56,7 +34,7 @@ def _baseline_list(value: str) -> list[str]:
 
 
 def _budget_list(value: str) -> list:
-    return [_budget(v.strip()) for v in value.split(",") if v.strip()] or [_budget(value)]
+    return [budget_type(v.strip()) for v in value.split(",") if v.strip()] or [budget_type(value)]
 
 
 def _seed_list(value: str) -> list[int]:
@@ -82,59 +60,38 @@ def _sampler_help() -> str:
     return "\n".join(lines)
 
 
-def _add_corpus_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", nargs="?", default=None, help="Parquet, JSONL or CSV file (default: the bundled instruction corpus)")
-    p.add_argument("--text", nargs="+", action="extend", metavar="COL", default=None, help="column(s) that make the text, joined with a blank line (default: text, or prompt + completion)")
-    p.add_argument("--id", dest="id_column", metavar="COL", help="unique id column (default: a stable id derived from the content)")
-    p.add_argument("--quality", dest="quality_column", metavar="COL", help="numeric quality-score column")
-    p.add_argument("--labels", dest="label_column", metavar="COL", help="label column (string or list of strings)")
-    p.add_argument("--group", dest="group_column", metavar="COL", help="group column reported per group (e.g. source)")
-    p.add_argument("--embeddings", default=None, metavar="COL|FILE.npy", help="use your own embeddings (a list-of-floats column, or a .npy array with one row per input row) instead of encoding")
-    p.add_argument("--normalize-embeddings", action="store_true", help="scale your own embeddings to unit length")
-    p.add_argument("--model", default=None, metavar="PATH", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device (default: auto)")
-    p.add_argument("--batch-size", type=int, default=64, help="most texts per encoder batch (default: 64)")
-    p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="most padded tokens per encoder batch (default: 1024 on the CPU, no limit on a GPU)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="encoder runtime: torch, or ONNX Runtime on the CPU (fp32 or int8; exported once into the cache) (default: torch)")
-    p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"], help="FAISS index kind (default: auto)")
-    p.add_argument("--runner", default="thread", choices=["thread", "dask", "ray"], help="where embedding tasks run: threads here (default), a Dask or a Ray cluster")
-    p.add_argument("--address", default=None, help="address of an existing Dask scheduler or Ray cluster (default: start a local one)")
-    p.add_argument("--workers", type=int, default=1, help="workers of a local Dask/Ray cluster, or threads (default: 1)")
-    p.add_argument("--shard-rows", type=int, default=2048, help="texts per embedding-store shard; a killed run resumes from the last finished shard (default: 2048)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache for prepared corpora, embeddings and indexes (default: $SELECTFLOW_CACHE or ~/.cache/selectflow)")
+def _add_logging_args(p) -> None:
     p.add_argument("--verbose", action="store_true", help="show Prefect's logs")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (implies --verbose)")
 
 
-def _add_selection_args(p: argparse.ArgumentParser, out_help: str, sampler_help: str) -> None:
-    """What to select and where to write it: shared by `select` and `serve` (whose values become deployment defaults)."""
-    p.add_argument("--out", default="selectflow-output", metavar="DIR", help=out_help)
-    p.add_argument("--sampler", default="coverage", help=sampler_help)
-    p.add_argument("--budget", type=_budget, default=0.05, help="a fraction below 1 of the usable rows, or a whole number of rows (default: 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="NAME=VALUE", help="a sampler option, repeatable")
-    p.add_argument("--dedup", default=None, metavar="THRESHOLD", help="semantic dedup first: drop rows at cosine similarity >= THRESHOLD (in (0, 1]) to a kept row, keeping the highest-quality row of each group; the sampler selects among the kept rows; dropped rows are listed in dropped.parquet and the report (default: off)")
-    p.add_argument("--min-per-group", type=int, default=None, metavar="N", help="coverage floor: every --group value gets at least N selected rows (all its rows if fewer) when the budget allows; the floor is lowered to fit the budget otherwise (default: none)")
-    p.add_argument("--min-per-label", type=int, default=None, metavar="N", help="coverage floor: every label of --labels gets at least N selected rows when the budget allows (default: none)")
-    p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run")
+def _add_corpus_args(p: argparse.ArgumentParser) -> None:
+    """embed, dedup and evaluate: the corpus, encoder and runner flags, and --cache-dir, from the parameter models."""
+    add_params_flags(p, ["corpus", "encoder"])
+    add_model_flags(p, OutputParams, title="cache", only=["cache_dir"])
+    add_params_flags(p, ["runner"])
+    _add_logging_args(p.add_argument_group("logging"))
+
+
+def _add_select_args(p: argparse.ArgumentParser, sampler_help: str = "") -> None:
+    """`select` and `serve`: one flag per field of every parameter model (serve's become deployment defaults)."""
+    add_params_flags(p, extra_help={"sampler": sampler_help})
+    _add_logging_args(p.add_argument_group("logging"))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from selectflow.tasks.samplers import SAMPLERS
+
     parser = argparse.ArgumentParser(prog="selectflow", description="Select the subset of a text corpus worth training on, with an audit report.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sel = sub.add_parser("select", help="embed, index and select; write selected.parquet, manifest.json and report.html",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_sampler_help())
-    _add_corpus_args(sel)
-    _add_selection_args(sel, out_help="output folder (default: ./selectflow-output)",
-                        sampler_help="selection method (default: coverage); several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass into OUT/<name>/ plus OUT/compare/")
-    sel.add_argument("--format", dest="formats", default="parquet", help="comma-separated output formats of the selected rows: parquet (always), jsonl, hf (a Hugging Face dataset folder); default: parquet")
-    sel.add_argument("--target", default=None, metavar="CORPUS", help="a second corpus to select toward (influence sampler's target set)")
-    sel.add_argument("--target-text", nargs="+", action="extend", metavar="COL", default=None, help="text column(s) of the target corpus (default: as --text)")
-    sel.add_argument("--feedback", default=None, metavar="FILE.parquet", help="per-row feedback (sf_id or id, feedback) from training on an earlier round")
-    sel.add_argument("--previous", nargs="+", action="extend", metavar="RUN_DIR", default=[], help="earlier rounds' output folders: their rows are never selected again")
-    sel.add_argument("--per-group", action="store_true", help="select inside each --group value separately (budget split by group size), one task per group on the runner")
-    sel.add_argument("--dry-run", action="store_true", help="print the plan (stages, what the embedding store already holds, estimated time and memory) and exit")
+    _add_select_args(sel, sampler_help="Several, comma-separated (e.g. kmeans,mig,dpp), run on one embedding pass "
+                                       f"into OUT/<name>/ plus OUT/compare/. One of: {', '.join(SAMPLERS)}.")
+    sel.add_argument_group("plan").add_argument(
+        "--dry-run", action="store_true",
+        help="print the plan (stages, what the embedding store already holds, estimated time and memory) and exit")
 
     emb = sub.add_parser("embed", help="embed and index a corpus into the cache (no selection)")
     _add_corpus_args(emb)
@@ -186,9 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Register the select-subset and embed-corpus deployments with the Prefect server at "
                                      "PREFECT_API_URL and run their scheduled and UI-triggered runs until Ctrl-C. The options "
                                      "below become the deployments' default parameters; the UI's Run form can change them.")
-    _add_corpus_args(srv)
-    _add_selection_args(srv, out_help="output folder of scheduled runs (default: ./selectflow-output)",
-                        sampler_help="selection method (default: coverage)")
+    _add_select_args(srv, sampler_help=f"One of: {', '.join(SAMPLERS)}.")
+    srv = srv.add_argument_group("serve")
     srv.add_argument("--name", default="selectflow", help="deployment name (default: selectflow)")
     srv.add_argument("--cron", default="0 3 * * *", metavar="EXPR", help="select-subset schedule, five cron fields (default: '0 3 * * *'); '' for none")
     srv.add_argument("--embed-cron", default="", metavar="EXPR", help="embed-corpus schedule (default: none)")
@@ -200,96 +156,98 @@ def build_parser() -> argparse.ArgumentParser:
 def _corpus(args):
     from selectflow.flows.params import CorpusParams
 
-    fields = {k: getattr(args, k) for k in ("id_column", "quality_column", "label_column", "group_column", "embeddings", "normalize_embeddings")}
-    if args.input:
-        fields["path"] = args.input
-    if args.text:
-        fields["text_columns"] = args.text
-    return CorpusParams(**fields)
-
-
-def _formats(args) -> list[str]:
-    return sorted({"parquet", *[f.strip() for f in args.formats.split(",") if f.strip()]})
-
-
-def _runner(args):
-    from selectflow.flows.runners import RunnerParams
-
-    return RunnerParams(kind=args.runner, address=args.address, workers=args.workers, shard_rows=args.shard_rows)
+    return CorpusParams(**model_values(args, CorpusParams))
 
 
 def _encoder(args):
     from selectflow.flows.params import EncoderParams
 
-    return EncoderParams(model=args.model, device=args.device, batch_size=args.batch_size, index=args.index,
-                         backend=args.backend, batch_tokens=args.batch_tokens)
+    return EncoderParams(**model_values(args, EncoderParams))
 
 
-def cmd_select(args) -> int:
-    from selectflow.flows.params import OutputParams, SelectionParams
-    from selectflow.flows.pipeline import select_subset
+def _runner(args):
+    from selectflow.flows.runners import RunnerParams
+
+    return RunnerParams(**model_values(args, RunnerParams))
+
+
+def _output(args) -> OutputParams:
+    values = model_values(args, OutputParams)
+    return OutputParams(**{**values, "formats": sorted({"parquet", *values["formats"]})})
+
+
+def _sampler_names(args) -> list[str]:
+    from selectflow.tasks.errors import ConfigError
     from selectflow.tasks.samplers import SAMPLERS
 
-    from selectflow.tasks.errors import ConfigError
-
     names = [n.strip() for n in args.sampler.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--sampler {args.sampler!r} names no sampler; choose from: {', '.join(SAMPLERS)}.")
     for name in names:
         if name not in SAMPLERS:
             raise ConfigError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    return names
+
+
+def _sampler_options(args, names: list[str]) -> dict[str, dict]:
+    """The -o options of each sampler. One sampler gets them all (its Options model rejects unknown ones);
+    several get the ones they have, and an option none of them has is an error."""
+    from selectflow.tasks.errors import ConfigError
+    from selectflow.tasks.samplers import SAMPLERS
+
     options = dict(args.option)
+    if len(names) == 1:
+        return {names[0]: options}
     unknown = [k for k in options if not any(k in SAMPLERS[n].Options.model_fields for n in names)]
-    if len(names) > 1 and unknown:
+    if unknown:
         raise ConfigError(f"Option {unknown[0]!r} belongs to none of the samplers {', '.join(names)}.")
+    return {n: {k: v for k, v in options.items() if k in SAMPLERS[n].Options.model_fields} for n in names}
+
+
+def _selection(args, names: list[str], options: dict[str, dict]):
+    """SelectionParams from every selection flag: the same for select (one sampler or several) and serve."""
+    from selectflow.flows.params import SelectionParams
+
+    return SelectionParams(**{**model_values(args, SelectionParams), "sampler": names[0], "options": options,
+                              "dedup": _dedup(args.dedup)})
+
+
+def cmd_select(args) -> int:
+    from selectflow.flows.pipeline import select_subset
+
+    names = _sampler_names(args)
+    options = _sampler_options(args, names)
     if args.dry_run:  # before the multi-sampler path, which would run the pipeline
         for name in names:
-            mine = options if len(names) == 1 else {k: v for k, v in options.items() if k in SAMPLERS[name].Options.model_fields}
-            code = _print_plan(args, mine, name)
-        return code
+            _print_plan(args, options[name], name)
+        return 0
+    selection = _selection(args, names, options)
     if len(names) > 1:
-        return _select_many(args, names)
-    selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
-                                options={args.sampler: options}, target=args.target,
-                                target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous, per_group=args.per_group, dedup=_dedup(args.dedup),
-                                min_per_group=args.min_per_group, min_per_label=args.min_per_label)
-    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
-    result = select_subset(_corpus(args), _encoder(args), selection, output, _runner(args))
+        return _select_many(args, names, selection)
+    result = select_subset(_corpus(args), _encoder(args), selection, _output(args), _runner(args))
     dc = result["diversity"]
-    print(f"selected {result['selected']} of {result['prepared']['n_usable']} usable rows with {args.sampler} "
-          f"(encoded {result['embedded']['encoded']}, reused {result['embedded']['reused']} from the cache)")
+    print(f"selected {result['selected']} of {result['prepared'].n_usable} usable rows with {selection.sampler} "
+          f"(encoded {result['embedded'].encoded}, reused {result['embedded'].reused} from the cache)")
     print(f"  coverage distance {dc['selected']['coverage_distance']:.4f} vs random "
           f"{dc['random']['coverage_distance']['mean']:.4f} ± {dc['random']['coverage_distance']['std']:.4f} (lower is better)")
     print(f"  selected rows: {result['parquet']}")
-    if result["selection"].get("dedup"):
-        d = result["selection"]["dedup"]
-        print(f"  dropped rows:  {result['out_dir']}/dropped.parquet ({d['rows_dropped']} near-duplicates at "
-              f"cosine similarity >= {d['threshold']:g}, each beside the row kept for it)")
+    if result["selection"].dedup:
+        d = result["selection"].dedup
+        print(f"  dropped rows:  {result['out_dir']}/dropped.parquet ({d.rows_dropped} near-duplicates at "
+              f"cosine similarity >= {d.threshold:g}, each beside the row kept for it)")
     print(f"  report:        {result['report']}")
     print(f"  manifest:      {result['manifest']}")
     return 0
 
 
-def _select_many(args, names: list[str]) -> int:
+def _select_many(args, names: list[str], selection) -> int:
     """Several samplers on one embedding pass, then one comparison report. -o options go to every sampler that has them."""
-    from selectflow.flows.params import OutputParams, SelectionParams
     from selectflow.flows.pipeline import select_many
-    from selectflow.tasks.errors import ConfigError
-    from selectflow.tasks.samplers import SAMPLERS
 
-    options = dict(args.option)
-    unknown = [k for k in options if not any(k in SAMPLERS[n].Options.model_fields for n in names)]
-    if unknown:
-        raise ConfigError(f"Option {unknown[0]!r} belongs to none of the samplers {', '.join(names)}.")
-    per_sampler = {n: {k: v for k, v in options.items() if k in SAMPLERS[n].Options.model_fields} for n in names}
-    selection = SelectionParams(sampler=names[0], budget=args.budget, seed=args.seed, options=per_sampler,
-                                target=args.target, target_text_columns=args.target_text or [], feedback=args.feedback,
-                                previous_runs=args.previous, per_group=args.per_group, dedup=_dedup(args.dedup),
-                                min_per_group=args.min_per_group, min_per_label=args.min_per_label)
-    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir, formats=_formats(args))
-    result = select_many(names, _corpus(args), _encoder(args), selection, output, _runner(args))
+    result = select_many(names, _corpus(args), _encoder(args), selection, _output(args), _runner(args))
     for run in result["runs"]:
         dc = run["diversity"]
-        print(f"{run['selection']['sampler']:>12}: {run['selected']} rows, coverage distance "
+        print(f"{run['selection'].sampler:>12}: {run['selected']} rows, coverage distance "
               f"{dc['selected']['coverage_distance']:.4f} (random {dc['random']['coverage_distance']['mean']:.4f}) -> {run['out_dir']}")
     if result["comparison"]:
         print(f"  comparison: {result['comparison'].get('report', result['comparison'])}")
@@ -321,8 +279,8 @@ def cmd_dedup(args) -> int:
     from selectflow.flows.dedup_flow import run_dedup_corpus
 
     threshold = _dedup(args.threshold, "--threshold")  # before any work
-    result = run_dedup_corpus(threshold, _corpus(args), _encoder(args), args.seed, args.out, args.overwrite,
-                              args.cache_dir, _runner(args))
+    result = run_dedup_corpus(threshold, corpus=_corpus(args), encoder=_encoder(args), seed=args.seed, out_dir=args.out,
+                              overwrite=args.overwrite, cache_dir=args.cache_dir, runner=_runner(args))
     print(f"kept {result['kept']} of {result['rows']} usable rows; dropped {result['dropped']} near-duplicates "
           f"(cosine similarity >= {threshold:g}, {result['diagnostics']['n_clusters']} clusters)")
     print(f"  kept rows:    {result['kept_parquet']}")
@@ -340,15 +298,15 @@ def cmd_embed(args) -> int:
     corpus = _corpus(args)
     result = run_embed_corpus(corpus, _encoder(args), args.cache_dir, _runner(args))
     e = result["embedded"]
-    print(f"embedded {e['n_rows']} rows ({e['encoded']} encoded, {e['reused']} reused, {e['truncated']} truncated at "
-          f"{e['max_seq_length']} tokens) -> {e['matrix_path']}")
-    print(f"index ({result['index']['params']['kind']}): {result['index']['path']}")
+    print(f"embedded {e.n_rows} rows ({e.encoded} encoded, {e.reused} reused, {e.truncated} truncated at "
+          f"{e.max_seq_length} tokens) -> {e.matrix_path}")
+    print(f"index ({result['index'].kind}): {result['index'].path}")
     if args.export:
         from selectflow.tasks.embedding.encode_units import export_embeddings
 
-        n = export_embeddings(result["prepared"]["prepared_path"], e["matrix_path"], args.export,
+        n = export_embeddings(result["prepared"].prepared_path, e.matrix_path, args.export,
                               id_column=corpus.id_column or "id",
-                              metadata={"encoder": e["encoder"], "input": result["prepared"].get("input_path")})
+                              metadata={"encoder": e.encoder, "input": result["prepared"].input_path})
         print(f"exported {n} ids and embeddings -> {args.export}")
     return 0
 
@@ -360,7 +318,7 @@ def cmd_evaluate(args) -> int:
     from selectflow.tasks.errors import ConfigError
     from selectflow.tasks.evaluation import EvaluationConfig, check_readme, check_request, update_readme
 
-    if getattr(args, "runner", "thread") != "thread":
+    if args.kind != "thread":
         raise ConfigError("selectflow evaluate embeds with the thread runner; run `selectflow embed --runner ...` "
                           "first (the evaluation then reuses the cached embeddings), without --runner here.")
     options: dict[str, dict] = {}
@@ -369,7 +327,7 @@ def cmd_evaluate(args) -> int:
         if not name:
             raise ConfigError(f"evaluate option {key!r} must name its sampler, e.g. -o kmeans.k=16.")
         options.setdefault(sampler, {})[name] = value
-    from selectflow.tasks.evaluation.harness import BASELINES
+    from selectflow.tasks.evaluation import BASELINES
 
     for name in args.baselines:
         if name not in BASELINES:
@@ -391,8 +349,8 @@ def cmd_evaluate(args) -> int:
     markdown = Path(result["markdown"]).read_text(encoding="utf-8")
     print(markdown)
     e = result["embedded"]
-    print(f"{result['runs']} runs in {result['seconds']:.0f}s on {e['n_rows']} embedded rows "
-          f"(encoded {e['encoded']}, reused {e['reused']} from the cache)"
+    print(f"{result['runs']} runs in {result['seconds']:.0f}s on {e.n_rows} embedded rows "
+          f"(encoded {e.encoded}, reused {e.reused} from the cache)"
           + (f", {result['failed_runs']} failed (see the footnote)" if result["failed_runs"] else ""))
     print(f"  tables:  {result['markdown']}")
     print(f"  details: {result['json']}")
@@ -404,26 +362,22 @@ def cmd_evaluate(args) -> int:
 def cmd_serve(args) -> int:
     from prefect.settings import PREFECT_API_URL
 
-    from selectflow.flows.params import OutputParams, SelectionParams
     from selectflow.flows.serve import serve_flows
     from selectflow.tasks.errors import ConfigError
-    from selectflow.tasks.samplers import SAMPLERS
 
     if not PREFECT_API_URL.value():
         # Without a server, Prefect would start a temporary one that dies with this process and has no UI.
         raise ConfigError("selectflow serve needs a Prefect server: run `prefect server start` and set "
                           "PREFECT_API_URL=http://127.0.0.1:4200/api (see infra/server.md).")
-    if args.sampler not in SAMPLERS:
-        raise ConfigError(f"Unknown sampler {args.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    names = _sampler_names(args)
+    if len(names) > 1:
+        raise ConfigError(f"--sampler {args.sampler}: a served deployment runs one sampler; serve one per name (--name).")
     if args.limit < 1:
         raise ConfigError(f"--limit {args.limit} must be at least 1.")
-    selection = SelectionParams(sampler=args.sampler, budget=args.budget, seed=args.seed,
-                                options={args.sampler: dict(args.option)}, dedup=_dedup(args.dedup),
-                                min_per_group=args.min_per_group, min_per_label=args.min_per_label)
-    output = OutputParams(out_dir=args.out, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    selection = _selection(args, names, _sampler_options(args, names))
     serve_flows(name=args.name, select_cron=args.cron or None, embed_cron=args.embed_cron or None,
                 timezone=args.timezone, corpus=_corpus(args), encoder=_encoder(args), selection=selection,
-                output=output, runner=_runner(args), limit=args.limit)
+                output=_output(args), runner=_runner(args), limit=args.limit)
     return 0
 
 

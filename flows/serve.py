@@ -61,6 +61,8 @@ def build_deployments(
         embeddings = _absolute(embeddings)
     corpus = corpus.model_copy(update={"path": _absolute(corpus.path), "embeddings": embeddings})
     output = output.model_copy(update={"out_dir": _absolute(output.out_dir), "cache_dir": _absolute(output.cache_dir)})
+    selection = selection.model_copy(update={"target": _absolute(selection.target), "feedback": _absolute(selection.feedback),
+                                             "previous_runs": [_absolute(p) for p in selection.previous_runs]})
     select_parameters = {"corpus": corpus.model_dump(mode="json"), "encoder": encoder.model_dump(mode="json"),
                          "selection": selection.model_dump(mode="json"), "output": output.model_dump(mode="json"),
                          "runner": runner.model_dump(mode="json")}
