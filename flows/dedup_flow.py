@@ -34,11 +34,12 @@ def dedup_corpus(
     timer = _Timer()
     prepared, embedded = prepare_and_embed(corpus, encoder, cache, runner, timer)
     result = timer.run("dedup", dedup_task, prepared, embedded, threshold, seed, cache)
-    outputs = write_dedup_outputs_task(corpus.spec(), prepared, embedded, result, str(out), run_key, config, timer.seconds)
+    outputs = write_dedup_outputs_task(spec=corpus.spec(), prepared=prepared, embedded=embedded, dedup=result,
+                                       out_dir=str(out), run_key=run_key, config=config, timings=timer.seconds)
     return {**outputs, "prepared": prepared, "embedded": embedded}
 
 
-def run_dedup_corpus(threshold: float, corpus: CorpusParams, encoder: EncoderParams, seed: int, out_dir: str,
+def run_dedup_corpus(threshold: float, *, corpus: CorpusParams, encoder: EncoderParams, seed: int, out_dir: str,
                      overwrite: bool, cache_dir: str | None, runner: RunnerParams) -> dict:
     """dedup_corpus on the chosen task runner."""
     return dedup_corpus.with_options(task_runner=make_task_runner(runner))(

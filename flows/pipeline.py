@@ -19,8 +19,10 @@ from selectflow.tasks.index import build_index_task
 from selectflow.tasks.errors import ConfigError
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
+from selectflow.tasks.io.results import Embeddings, IndexRef, PreparedCorpus, Selection
 from selectflow.tasks.io.workspace import Workspace
 from selectflow.tasks.report import publish_artifacts_task, write_outputs_task
+from selectflow.tasks.planning.sampler_run import Rounds, SamplerRun
 from selectflow.tasks.select import merge_groups_task, plan_groups_task, select_task
 
 
@@ -51,7 +53,8 @@ def embed_corpus(
     return {"prepared": prepared, "embedded": embedded, "index": index, "timings": timer.seconds, "cache_dir": cache}
 
 
-def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, cache: str, runner: RunnerParams, timer: "_Timer") -> tuple[dict, dict]:
+def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, cache: str, runner: RunnerParams,
+                      timer: "_Timer") -> tuple[PreparedCorpus, Embeddings]:
     """The prepared corpus and its embeddings (imported, or encoded through the store), timed as 'corpus' and 'embed'."""
     prepared = timer.run("corpus", prepare_corpus_task, corpus.spec(), cache)
     if corpus.embeddings:
@@ -61,14 +64,16 @@ def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, cache: str, 
     return prepared, embedded
 
 
-def _embed(prepared: dict, encoder: EncoderParams, cache: str, runner: RunnerParams) -> dict:
-    plan = plan_embedding_task(prepared, encoder.model, encoder.device, cache, runner.unit_rows, encoder.backend)
+def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner: RunnerParams) -> Embeddings:
+    plan = plan_embedding_task(prepared, model=encoder.model, device=encoder.device, cache_dir=cache,
+                               unit_rows=runner.unit_rows, backend=encoder.backend)
     t0 = time.perf_counter()
-    futures = encode_unit_task.map(unmapped(prepared), unmapped(plan), list(range(len(plan["units"]))),
-                                   unmapped(encoder.model), unmapped(encoder.batch_size), unmapped(cache),
-                                   unmapped(runner.shard_rows), unmapped(encoder.backend), unmapped(encoder.batch_tokens))
+    futures = encode_unit_task.map(list(range(len(plan.units))), prepared=unmapped(prepared), plan=unmapped(plan),
+                                   model=unmapped(encoder.model), batch_size=unmapped(encoder.batch_size),
+                                   cache_dir=unmapped(cache), shard_rows=unmapped(runner.shard_rows),
+                                   backend=unmapped(encoder.backend), batch_tokens=unmapped(encoder.batch_tokens))
     encoded = [f.result() for f in futures]
-    return assemble_task(prepared, plan, encoded, cache, time.perf_counter() - t0)
+    return assemble_task(prepared, plan, encoded, cache_dir=cache, encode_seconds=time.perf_counter() - t0)
 
 
 def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> dict:
@@ -77,16 +82,27 @@ def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: st
 
 
 @flow(name="select-groups", log_prints=True)
-def select_groups(prepared: dict, embedded: dict, selection: SelectionParams, cache: str, target: Optional[dict] = None) -> dict:
+def select_groups(prepared: PreparedCorpus, embedded: Embeddings, selection: SelectionParams, cache: str,
+                  target: Optional[Embeddings] = None) -> Selection:
     """Per-group selection: one sampler task per group (mapped over the task runner), then one merged selection."""
     plan = plan_groups_task(prepared, selection.budget, selection.min_per_group)
+    run = _sampler_run(selection)
     futures = select_task.map(
-        unmapped(prepared), unmapped(embedded), unmapped(None), unmapped(selection.sampler),
-        unmapped(selection.sampler_options()), [g["quota"] for g in plan], unmapped(selection.seed), unmapped(cache),
-        unmapped(target), unmapped(selection.feedback), unmapped(selection.previous_runs), [g["group"] for g in plan],
-        dedup=unmapped(selection.dedup), min_per_label=unmapped(selection.min_per_label))
+        group=[g.group for g in plan], quota=[g.quota for g in plan],
+        prepared=unmapped(prepared), embeddings=unmapped(embedded), index=unmapped(None), run=unmapped(run),
+        rounds=unmapped(_rounds(selection, target)), cache_dir=unmapped(cache), dedup=unmapped(selection.dedup),
+        min_per_label=unmapped(selection.min_per_label))
     parts = [f.result() for f in futures]
-    return merge_groups_task(parts, plan, selection.sampler, selection.budget, selection.seed, cache)
+    return merge_groups_task(parts, plan, run=run, cache_dir=cache)
+
+
+def _sampler_run(selection: SelectionParams) -> SamplerRun:
+    return SamplerRun(sampler=selection.sampler, options=selection.sampler_options(), budget=selection.budget,
+                      seed=selection.seed)
+
+
+def _rounds(selection: SelectionParams, target: Embeddings | None) -> Rounds:
+    return Rounds(target=target, feedback=selection.feedback, previous=selection.previous_runs or [])
 
 
 def check_floors(corpus: CorpusParams, selection: SelectionParams) -> None:
@@ -107,7 +123,7 @@ def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: Selecti
                           **({"dedup": selection.dedup} if selection.dedup is not None else {}), **selection.floors()}}
 
 
-def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
+def _select_and_write(embedded: dict, *, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
                       output: OutputParams, runner: RunnerParams, out_dir, run_key: str, config: dict) -> dict:
     cache, timer = embedded["cache_dir"], _Timer()
     timer.seconds.update(embedded["timings"])
@@ -119,11 +135,12 @@ def _select_and_write(embedded: dict, corpus: CorpusParams, encoder: EncoderPara
         groups_flow = select_groups.with_options(task_runner=make_task_runner(runner))
         chosen = timer.run("select", groups_flow, embedded["prepared"], embedded["embedded"], selection, cache, target)
     else:
-        chosen = timer.run("select", select_task, embedded["prepared"], embedded["embedded"], embedded["index"],
-                           selection.sampler, selection.sampler_options(), selection.budget, selection.seed, cache,
-                           target, selection.feedback, selection.previous_runs, dedup=selection.dedup, **selection.floors())
-    outputs = write_outputs_task(corpus.spec(), embedded["prepared"], embedded["embedded"], embedded["index"],
-                                 chosen, str(out_dir), run_key, config, timer.seconds, tuple(output.formats))
+        chosen = timer.run("select", select_task, prepared=embedded["prepared"], embeddings=embedded["embedded"],
+                           index=embedded["index"], run=_sampler_run(selection), rounds=_rounds(selection, target),
+                           cache_dir=cache, dedup=selection.dedup, **selection.floors())
+    outputs = write_outputs_task(spec=corpus.spec(), prepared=embedded["prepared"], embeddings=embedded["embedded"],
+                                 index=embedded["index"], selection=chosen, out_dir=str(out_dir), run_key=run_key,
+                                 config=config, timings=timer.seconds, formats=tuple(output.formats))
     publish_artifacts_task(outputs, embedded["prepared"], chosen)
     return {**outputs, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"],
             "index": embedded["index"], "selection": chosen}
@@ -143,7 +160,8 @@ def select_subset(
     run_key = config_hash(config)
     out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
     embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
-    return _select_and_write(embedded, corpus, encoder, selection, output, runner, out_dir, run_key, config)
+    return _select_and_write(embedded, corpus=corpus, encoder=encoder, selection=selection, output=output, runner=runner,
+                             out_dir=out_dir, run_key=run_key, config=config)
 
 
 @flow(name="select-many", log_prints=True)
@@ -167,7 +185,8 @@ def select_many(
         # Every folder is checked before any work, so a refusal never leaves half of the runs written.
         planned.append((chosen, config, run_key, check_output_dir(Path(output.out_dir) / name, run_key, output.overwrite)))
     embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
-    runs = [_select_and_write(embedded, corpus, encoder, chosen, output, runner, out, key, config)
+    runs = [_select_and_write(embedded, corpus=corpus, encoder=encoder, selection=chosen, output=output, runner=runner,
+                              out_dir=out, run_key=key, config=config)
             for chosen, config, key, out in planned]
     comparison = compare_runs([r["out_dir"] for r in runs], out_dir=str(Path(output.out_dir) / "compare"),
                               seed=selection.seed, overwrite=True) if len(runs) > 1 else None

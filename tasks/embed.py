@@ -17,11 +17,13 @@ from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
-from .embedding.encode_units import assemble_matrix, encode_positions, encoding_settings, open_store, plan_units
-from .embedding.encoder import load_encoder
+from .embedding.encode_units import (EmbeddingPlan, assemble_matrix, embeddings_result, encode_positions, encoding_settings,
+                                     open_store, plan_units)
+from .embedding.encoder import EncoderInfo, load_encoder
 from .embedding.store import store_key
 from .io.atomic import write_npy
 from .io.hashing import config_hash
+from .io.results import Embeddings, PreparedCorpus
 from .io.workspace import Workspace
 
 GPU_CONCURRENCY_LIMIT = "selectflow-gpu"
@@ -53,13 +55,14 @@ def _devices(device: str, backend: str = "torch") -> list[str]:
 
 
 @task(name="plan-embedding", cache_policy=NONE)
-def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_dir: str, unit_rows: int = 50_000,
-                        backend: str = "torch") -> dict:
+def plan_embedding_task(prepared: PreparedCorpus, *, model: str | None, device: str, cache_dir: str,
+                        unit_rows: int = 50_000, backend: str = "torch") -> EmbeddingPlan:
     ws = Workspace(cache_dir)
-    _, info = cached_encoder(model, _devices(device, backend)[0], backend, cache_dir)
+    devices = _devices(device, backend)
+    _, info = cached_encoder(model, devices[0], backend, cache_dir)
     store = open_store(ws.store_root, info)
-    units = plan_units(prepared["prepared_path"], store, unit_rows)
-    key = config_hash({"corpus": prepared["key"], "store": store_key(info.weights_hash, encoding_settings(info))})
+    units = plan_units(prepared.prepared_path, store, unit_rows)
+    key = config_hash({"corpus": prepared.key, "store": store_key(info.weights_hash, encoding_settings(info))})
     unit_paths = []
     offsets = np.cumsum([0] + [len(u) for u in units])
     for i, unit in enumerate(units):
@@ -68,39 +71,40 @@ def plan_embedding_task(prepared: dict, model: str | None, device: str, cache_di
         unit_paths.append(str(path))
     total = int(offsets[-1])
     artifact_id = create_progress_artifact(progress=0.0 if total else 100.0,
-                                           description=f"Embedding {total} new texts of {prepared['n_usable']} with {info.name}")
-    devices = _devices(device, backend)
-    return {"key": key, "units": unit_paths, "offsets": offsets[:-1].tolist(), "total": total,
-            "devices": [devices[i % len(devices)] for i in range(len(units))], "artifact_id": str(artifact_id),
-            "encoder": info.to_dict()}
+                                           description=f"Embedding {total} new texts of {prepared.n_usable} with {info.name}")
+    return EmbeddingPlan(key=key, units=unit_paths, offsets=offsets[:-1].tolist(), total=total,
+                         devices=[devices[i % len(devices)] for i in range(len(units))], artifact_id=str(artifact_id),
+                         encoder=info.to_dict())
 
 
 @task(name="encode-unit", cache_policy=NONE)
-def encode_unit_task(prepared: dict, plan: dict, unit: int, model: str | None, batch_size: int, cache_dir: str,
-                     shard_rows: int = 2048, backend: str = "torch", batch_tokens: int | None = None) -> int:
+def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan, model: str | None, batch_size: int,
+                     cache_dir: str, shard_rows: int = 2048, backend: str = "torch", batch_tokens: int | None = None) -> int:
     """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
     from uuid import UUID
 
-    encoder, info = cached_encoder(model, plan["devices"][unit], backend, cache_dir)
+    device = plan.devices[unit]
+    encoder, info = cached_encoder(model, device, backend, cache_dir)
     store = open_store(Workspace(cache_dir).store_root, info)
-    positions = np.load(plan["units"][unit], allow_pickle=False)
-    offset, total, artifact = plan["offsets"][unit], plan["total"], UUID(plan["artifact_id"])
-    bar = _terminal_bar(plan["artifact_id"], total)
+    positions = np.load(plan.units[unit], allow_pickle=False)
+    offset, total, artifact = plan.offsets[unit], plan.total, UUID(plan.artifact_id)
+    bar = _terminal_bar(plan.artifact_id, total)
 
     def progress(done: int, _unit_total: int) -> None:
         update_progress_artifact(artifact, progress=100.0 * min(offset + done, total) / max(total, 1))
         if bar is not None:
             _advance(bar, min(offset + done, total))
 
-    device = plan["devices"][unit]
+    def encode() -> int:
+        return encode_positions(prepared.prepared_path, positions, encoder, info, store, batch_size=batch_size,
+                                shard_rows=shard_rows, progress=progress, batch_tokens=batch_tokens)
+
     if not device.startswith("cuda"):
-        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress,
-                                batch_tokens)
+        return encode()
     # GPU units of every flow run share one global concurrency limit (`prefect gcl create selectflow-gpu --limit N`),
     # so concurrent runs never put two encoders on a GPU that holds one; without the limit this does not wait.
     with concurrency(GPU_CONCURRENCY_LIMIT, occupy=1, strict=False):
-        return encode_positions(prepared["prepared_path"], positions, encoder, info, store, batch_size, shard_rows, progress,
-                                batch_tokens)
+        return encode()
 
 
 def _advance(bar, position: int) -> None:
@@ -122,26 +126,21 @@ def _terminal_bar(key: str, total: int):
 
 
 @task(name="assemble-embeddings", cache_policy=NONE)
-def assemble_task(prepared: dict, plan: dict, encoded: list[int], cache_dir: str, encode_seconds: float) -> dict:
+def assemble_task(prepared: PreparedCorpus, plan: EmbeddingPlan, encoded: list[int], *, cache_dir: str,
+                  encode_seconds: float) -> Embeddings:
     from uuid import UUID
 
     logger = get_run_logger()
-    ws = Workspace(cache_dir)
-    info_dict = plan["encoder"]
-    from .embedding.encoder import EncoderInfo
-
-    info = EncoderInfo(**info_dict)
-    store = open_store(ws.store_root, info)
-    matrix = ws.matrix_path(plan["key"])
-    n, truncated = assemble_matrix(prepared["prepared_path"], store, matrix)
-    update_progress_artifact(UUID(plan["artifact_id"]), progress=100.0)
-    bar = _bars.pop(plan["artifact_id"], None)
+    info = EncoderInfo(**plan.encoder)
+    store = open_store(Workspace(cache_dir).store_root, info)
+    matrix = Workspace(cache_dir).matrix_path(plan.key)
+    n, truncated = assemble_matrix(prepared.prepared_path, store, matrix)
+    update_progress_artifact(UUID(plan.artifact_id), progress=100.0)
+    bar = _bars.pop(plan.artifact_id, None)
     if bar is not None:
         bar.close()
     total_encoded = int(sum(encoded))
     logger.info("embedded %d rows: %d texts encoded, the rest reused from the store; %d truncated", n, total_encoded, truncated)
-    return {"matrix_path": str(matrix), "n_rows": n, "dim": info.dim, "store_dir": str(store.dir), "store_key": store.dir.name,
-            "key": plan["key"], "encoded": total_encoded, "reused": n - total_encoded if total_encoded <= n else 0,
-            "truncated": truncated, "max_seq_length": info.max_seq_length, "encode_seconds": encode_seconds,
-            "texts_per_second": total_encoded / encode_seconds if total_encoded and encode_seconds > 0 else None,
-            "encoder": info_dict}
+    return embeddings_result(matrix_path=matrix, n_rows=n, info=info, store=store, encoded=total_encoded,
+                             reused=n - total_encoded if total_encoded <= n else 0, truncated=truncated,
+                             encode_seconds=encode_seconds)

@@ -8,21 +8,21 @@ from prefect.cache_policies import NONE
 
 from .embedding.faiss_index import build_index, choose_params, gpu_count, save_index
 from .io.hashing import config_hash
+from .io.results import Embeddings, IndexRef
 from .io.workspace import Workspace
 
 
 @task(name="build-index", cache_policy=NONE)
-def build_index_task(embedded: dict, kind: str, cache_dir: str, seed: int = 0) -> dict:
-    params = choose_params(embedded["n_rows"], kind)
-    key = config_hash({"matrix": embedded["key"], "params": params.to_dict(), "seed": seed})
+def build_index_task(embedded: Embeddings, kind: str, cache_dir: str, seed: int = 0) -> IndexRef:
+    params = choose_params(embedded.n_rows, kind)
+    key = config_hash({"matrix": embedded.key, "params": params.to_dict(), "seed": seed})
     path = Workspace(cache_dir).index_path(key)
     reused = path.exists() and path.with_suffix(".json").exists()
     seconds = 0.0
     if not reused:
         t0 = time.perf_counter()
-        emb = np.load(embedded["matrix_path"], mmap_mode="r")
-        index = build_index(emb, params, seed=seed)
+        index = build_index(np.load(embedded.matrix_path, mmap_mode="r"), params, seed=seed)
         seconds = time.perf_counter() - t0
         save_index(index, params, path, extra={"build_seconds": seconds})
-    return {"path": str(path), "params": params.to_dict(), "key": key, "reused": reused,
-            "gpu": gpu_count() > 0, "build_seconds": seconds}
+    return IndexRef(path=str(path), params=params.to_dict(), key=key, reused=reused, gpu=gpu_count() > 0,
+                    build_seconds=seconds)

@@ -1,15 +1,16 @@
 """Embedding a prepared corpus through the store: encode only what is new, then assemble the matrix."""
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import InputError
 from ..io.atomic import atomic_path
+from ..io.results import Embeddings
 from .encoder import EncoderInfo
 from .store import EmbeddingStore, store_key
 
@@ -18,22 +19,29 @@ WINDOW_ROWS = 50_000  # texts held in memory at once while encoding (sorted by l
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class EmbeddingResult:
-    matrix_path: str
-    n_rows: int
-    dim: int
-    store_dir: str
-    store_key: str
-    encoded: int  # texts encoded in this run
-    reused: int  # rows whose embedding came from the store
-    truncated: int  # rows longer than the encoder's max_seq_length
-    max_seq_length: int
-    encode_seconds: float
-    texts_per_second: float | None
+class EmbeddingPlan(BaseModel):
+    """The units of work of one embedding pass: files of corpus positions to encode, one device each."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str  # the matrix's cache key
+    units: list[str]  # .npy files of positions
+    offsets: list[int]  # texts to encode before each unit (for the progress)
+    total: int  # texts to encode in all
+    devices: list[str]
+    artifact_id: str  # the Prefect progress artifact
+    encoder: dict  # EncoderInfo.to_dict()
+
+
+def embeddings_result(*, matrix_path: str | Path, n_rows: int, info: EncoderInfo, store: EmbeddingStore, encoded: int,
+                      reused: int, truncated: int, encode_seconds: float) -> Embeddings:
+    """The Embeddings of a matrix assembled from the store (its key is the matrix file's name, as in the cache)."""
+    return Embeddings(
+        matrix_path=str(matrix_path), n_rows=n_rows, dim=info.dim, store_dir=str(store.dir), store_key=store.dir.name,
+        key=Path(matrix_path).stem, encoded=encoded, reused=reused, truncated=truncated,
+        max_seq_length=info.max_seq_length, encode_seconds=encode_seconds,
+        texts_per_second=(encoded / encode_seconds) if encoded and encode_seconds > 0 else None, encoder=info.to_dict(),
+    )
 
 
 def encoding_settings(info: EncoderInfo, precision: str = "float32") -> dict:
@@ -146,6 +154,7 @@ def encode_positions(
     model,
     info: EncoderInfo,
     store: EmbeddingStore,
+    *,
     batch_size: int = 64,
     shard_rows: int = 2048,
     progress: Progress | None = None,
@@ -237,11 +246,12 @@ def embed_prepared(
     info: EncoderInfo,
     store_root: str | Path,
     matrix_path: str | Path,
+    *,
     batch_size: int = 64,
     shard_rows: int = 2048,
     progress: Progress | None = None,
     batch_tokens: int | None = None,
-) -> EmbeddingResult:
+) -> Embeddings:
     """Plan, encode and assemble in this process: every text gets a stored embedding, then the matrix is written."""
     store = open_store(store_root, info)
     units = plan_units(prepared_path, store)
@@ -252,16 +262,14 @@ def embed_prepared(
     encoded = 0
     for unit in units:
         base = encoded
-        encoded += encode_positions(prepared_path, unit, model, info, store, batch_size, shard_rows,
-                                    (lambda d, _t, b=base: progress(b + d, total)) if progress else None, batch_tokens)
+        encoded += encode_positions(prepared_path, unit, model, info, store, batch_size=batch_size, shard_rows=shard_rows,
+                                    progress=(lambda d, _t, b=base: progress(b + d, total)) if progress else None,
+                                    batch_tokens=batch_tokens)
     encode_seconds = time.perf_counter() - t0
     n, truncated = assemble_matrix(prepared_path, store, matrix_path)
-    return EmbeddingResult(
-        matrix_path=str(matrix_path), n_rows=n, dim=info.dim, store_dir=str(store.dir), store_key=store.dir.name,
-        encoded=encoded, reused=n - _rows_with_digests_of(prepared_path, units), truncated=truncated,
-        max_seq_length=info.max_seq_length, encode_seconds=encode_seconds,
-        texts_per_second=(encoded / encode_seconds) if encoded and encode_seconds > 0 else None,
-    )
+    return embeddings_result(matrix_path=matrix_path, n_rows=n, info=info, store=store, encoded=encoded,
+                             reused=n - _rows_with_digests_of(prepared_path, units), truncated=truncated,
+                             encode_seconds=encode_seconds)
 
 
 def _rows_with_digests_of(prepared_path: str | Path, units: list[np.ndarray]) -> int:
@@ -282,7 +290,7 @@ def _quiet_transformers() -> None:
         pass
 
 
-def export_embeddings(prepared_path: str | Path, matrix_path: str | Path, out_path: str | Path,
+def export_embeddings(prepared_path: str | Path, matrix_path: str | Path, out_path: str | Path, *,
                       id_column: str = "id", metadata: dict | None = None, chunk: int = 65_536) -> int:
     """Write the ids of the prepared rows beside their embeddings as Parquet (atomically); returns the row count.
 

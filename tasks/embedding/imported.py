@@ -13,6 +13,8 @@ import polars as pl
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..io.corpus_reader import scan
+from ..io.hashing import config_hash, file_hash
+from ..io.results import Embeddings, PreparedCorpus
 
 NORM_TOLERANCE = 1e-3
 
@@ -93,3 +95,26 @@ def import_embeddings(source: str, corpus_path: str, input_rows: np.ndarray, n_r
         out.flush()
         del out
     return dim
+
+
+def source_hash(prepared: PreparedCorpus, source: str) -> str:
+    """What identifies the vectors: the .npy file's hash, or the input's (for a column of it)."""
+    return file_hash(source) if is_array_file(source) else prepared.input_hash
+
+
+def imported_key(prepared: PreparedCorpus, source: str, hashed: str, normalize: bool) -> str:
+    """The cache key of the matrix imported from `source` (whose source_hash is `hashed`) for this prepared corpus."""
+    return config_hash({"corpus": prepared.key, "embeddings": source if not is_array_file(source) else "npy",
+                        "source_hash": hashed, "normalize": normalize})
+
+
+def imported_result(*, source: str, hashed: str, key: str, matrix_path: str, n_rows: int, dim: int) -> Embeddings:
+    """The Embeddings of an imported matrix: nothing encoded, every row the user's."""
+    array = is_array_file(source)
+    name = f"user embeddings ({Path(source).name if array else 'column ' + source})"
+    return Embeddings(
+        matrix_path=matrix_path, n_rows=n_rows, dim=dim, store_dir=None, store_key=None, key=key, encoded=0,
+        reused=n_rows, truncated=0, max_seq_length=None, encode_seconds=0.0, texts_per_second=None,
+        encoder={"name": name, "path": str(Path(source).resolve()) if array else source,
+                 "weights_hash": hashed, "max_seq_length": None, "dim": dim, "device": "none"},
+    )

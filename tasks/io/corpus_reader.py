@@ -51,10 +51,18 @@ class CorpusSpec:
         d["text_columns"] = list(self.text_columns)
         return d
 
+    @classmethod
+    def from_params(cls, spec: dict) -> "CorpusSpec":
+        """From CorpusParams.spec() (a dict, text columns as a list)."""
+        return cls(**{**spec, "text_columns": tuple(spec.get("text_columns") or ())})
+
 
 @dataclass
-class PreparedCorpus:
-    """Where the normalised corpus is and what happened to its rows."""
+class PreparedFiles:
+    """Where prepare_corpus wrote the normalised corpus and what happened to its rows (corpus.json).
+
+    The pipeline passes it on as results.PreparedCorpus, which adds the cache key.
+    """
 
     input_path: str
     input_hash: str
@@ -75,7 +83,7 @@ class PreparedCorpus:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreparedCorpus":
+    def from_dict(cls, d: dict) -> "PreparedFiles":
         return cls(**d)
 
 
@@ -282,7 +290,7 @@ def text_part(column: str, dtype) -> pl.Expr:
     return pl.when(pl.col(column).list.len() > 0).then(joined).otherwise(None)
 
 
-def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
+def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedFiles:
     """Validate the input and write the normalised corpus under `workdir`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +334,7 @@ def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedCorpus:
             "choose other --text columns."
         )
     _check_unique_ids(spec, prepared_path)
-    return PreparedCorpus(
+    return PreparedFiles(
         input_path=spec.path if any(ch in spec.path for ch in "*?[") else str(Path(spec.path).resolve()),
         input_hash=input_hash(spec.path),
         format=fmt,

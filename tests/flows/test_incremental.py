@@ -27,12 +27,12 @@ def test_growing_folder(tmp_path, bundled_slice):
     folder.mkdir()
     df.head(40).write_parquet(folder / "part-0.parquet")
     first = run(folder, out, cache)
-    assert first["embedded"]["encoded"] == 40
+    assert first["embedded"].encoded == 40
     first_ids = pl.read_parquet(out / "selected.parquet")["id"].to_list()
 
     # Unchanged input: nothing is encoded and the selection does not change.
     same = run(folder, out, cache)
-    assert same["embedded"]["encoded"] == 0
+    assert same["embedded"].encoded == 0
     assert pl.read_parquet(out / "selected.parquet")["id"].to_list() == first_ids
     unchanged = json.loads((out / "report.json").read_text())["changes_since_previous"]
     assert unchanged["added"] == 0 and unchanged["dropped"] == 0 and unchanged["kept"] == len(first_ids)
@@ -41,7 +41,7 @@ def test_growing_folder(tmp_path, bundled_slice):
     df.head(40).filter(pl.col("id") != first_ids[0]).write_parquet(folder / "part-0.parquet")
     df.slice(40, 40).write_parquet(folder / "part-1.parquet")
     grown = run(folder, out, cache)
-    assert grown["embedded"]["encoded"] == 40
+    assert grown["embedded"].encoded == 40
     changes = json.loads((out / "report.json").read_text())["changes_since_previous"]
     now = set(pl.read_parquet(out / "selected.parquet")["id"].to_list())
     assert changes["added"] == len(now - set(first_ids)) and changes["dropped"] == len(set(first_ids) - now)

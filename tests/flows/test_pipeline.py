@@ -90,7 +90,7 @@ def test_rerun_reuses_everything_and_gives_the_same_bytes(run, bundled_slice, tm
         SelectionParams(sampler="kmeans", budget=0.25, seed=3),
         OutputParams(out_dir=str(tmp_path / "again")),
     )
-    assert again["embedded"]["encoded"] == 0 and again["prepared"]["reused"] and again["selection"]["reused"]
+    assert again["embedded"].encoded == 0 and again["prepared"].reused and again["selection"].reused
     assert (tmp_path / "again" / "selected.parquet").read_bytes() == (out / "selected.parquet").read_bytes()
 
 
@@ -128,7 +128,7 @@ def test_own_embeddings_skip_the_encoder_and_hostile_ids_stay_data(tmp_path, bun
         EncoderParams(device="cpu"), SelectionParams(sampler="kmeans", budget=10, seed=0),
         OutputParams(out_dir=str(tmp_path / "out")),
     )
-    assert result["embedded"]["encoded"] == 0 and result["embedded"]["dim"] == 8
+    assert result["embedded"].encoded == 0 and result["embedded"].dim == 8
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["encoder"]["name"] == "user embeddings (emb.npy)"
     assert pl.read_parquet(tmp_path / "out" / "selected.parquet").height == 10

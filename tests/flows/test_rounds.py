@@ -40,6 +40,6 @@ def test_influence_toward_a_target_corpus(tmp_path, bundled_slice):
     result = select(bundled_slice, tmp_path / "out", sampler="influence", budget=10, seed=0,
                     options={"influence": {"score": "target", "balance": "none"}}, target=str(target))
     chosen = pl.read_parquet(tmp_path / "out" / "selected.parquet")
-    assert chosen.height == 10 and result["selection"]["diagnostics"]
+    assert chosen.height == 10 and result["selection"].diagnostics
     # Rows like the target (science questions) rank first.
     assert (chosen["source"].head(5) == "sciq").sum() >= 3

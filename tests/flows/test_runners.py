@@ -28,7 +28,7 @@ def test_dask_cluster_and_threads_give_identical_outputs(tmp_path, bundled_slice
     pl.read_parquet(bundled_slice).head(48).write_parquet(corpus)
     threads = run(tmp_path, corpus, "threads", RunnerParams(kind="thread", workers=2, unit_rows=16))
     dask = run(tmp_path, corpus, "dask", RunnerParams(kind="dask", workers=2, unit_rows=16))
-    assert threads["embedded"]["encoded"] == dask["embedded"]["encoded"] == 48
+    assert threads["embedded"].encoded == dask["embedded"].encoded == 48
     assert (tmp_path / "threads" / "selected.parquet").read_bytes() == (tmp_path / "dask" / "selected.parquet").read_bytes()
 
 
@@ -48,5 +48,5 @@ def test_per_group_selection_on_dask_matches_threads_and_respects_group_quotas(t
     df = pl.read_parquet(tmp_path / "threads" / "selected.parquet")
     # 8 sources of 10 rows each: 16 rows split evenly, 2 per source.
     assert df.height == 16 and set(df.group_by("source").len()["len"].to_list()) == {2}
-    assert len(threads["selection"]["diagnostics"]["per_group"]) == 8
+    assert len(threads["selection"].diagnostics["per_group"]) == 8
     assert (tmp_path / "threads" / "selected.parquet").read_bytes() == (tmp_path / "dask" / "selected.parquet").read_bytes()
