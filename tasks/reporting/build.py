@@ -3,29 +3,12 @@
 import numpy as np
 
 from .html import render_report
-from .metrics import composition, diversity_and_coverage, near_duplicates, projection_2d
+from .metrics import composition, diversity_and_coverage, log_det_against_random, near_duplicates, projection_2d
 
 MAP_POOL_POINTS = 3000
 MAP_SELECTED_POINTS = 2000
 EXAMPLE_ROWS = 10
 EXAMPLE_CHARS = 400
-
-
-def log_det_against_random(embeddings: np.ndarray, rows: np.ndarray, seed: int = 0, draws: int = 5) -> dict:
-    """Log-det diversity per row (RBF kernel, unit diagonal) of the selection and of random selections of its size."""
-    from ..samplers.dpp import log_det_diversity, median_distance
-
-    # One bandwidth for every selection measured, so the values are comparable.
-    sigma = median_distance(embeddings, np.random.default_rng(seed))
-    n = embeddings.shape[0]
-    selected = log_det_diversity(embeddings, rows, sigma=sigma, seed=seed)["log_det_per_row"]
-    randoms = np.array([
-        log_det_diversity(embeddings, np.random.default_rng(seed + 101 + i).choice(n, len(rows), replace=False),
-                          sigma=sigma, seed=seed)["log_det_per_row"]
-        for i in range(draws)
-    ])
-    return {"selected": float(selected), "random_mean": float(randoms.mean()),
-            "random_std": float(randoms.std(ddof=1)) if draws > 1 else 0.0, "sigma": float(sigma)}
 
 
 def analysis_k(n_rows: int) -> int:

@@ -134,3 +134,25 @@ def near_duplicates(knn, embeddings: np.ndarray, sample_rows: np.ndarray, thresh
     hits = other >= threshold
     return {"threshold": threshold, "sampled_rows": int(len(sample_rows)), "near_duplicate_rows": int(hits.sum()),
             "estimated_share": float(hits.mean()) if len(hits) else 0.0}
+
+
+def log_det_against_random(embeddings: np.ndarray, rows: np.ndarray, seed: int = 0, draws: int = 5) -> dict:
+    """Log-det diversity per row (RBF kernel, unit diagonal) of the selection and of random selections of its size.
+
+    The measure and the bandwidth are the DPP kernel's (samplers/dpp/log_det.py, samplers/dpp/kernels.py), imported
+    here, when measured, so that reading a report's metrics does not load every sampler.
+    """
+    from ..samplers.dpp.kernels import median_distance
+    from ..samplers.dpp.log_det import log_det_diversity
+
+    # One bandwidth for every selection measured, so the values are comparable.
+    sigma = median_distance(embeddings, np.random.default_rng(seed))
+    n = embeddings.shape[0]
+    selected = log_det_diversity(embeddings, rows, sigma=sigma, seed=seed)["log_det_per_row"]
+    randoms = np.array([
+        log_det_diversity(embeddings, np.random.default_rng(seed + 101 + i).choice(n, len(rows), replace=False),
+                          sigma=sigma, seed=seed)["log_det_per_row"]
+        for i in range(draws)
+    ])
+    return {"selected": float(selected), "random_mean": float(randoms.mean()),
+            "random_std": float(randoms.std(ddof=1)) if draws > 1 else 0.0, "sigma": float(sigma)}
