@@ -243,7 +243,7 @@ def argument(model: type[BaseModel], name: str, extra_help: str = "") -> tuple[l
 def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *, title: str | None = None,
                     only: list[str] | None = None, extra_help: dict[str, str] | None = None):
     """Add one flag per field of `model` (or of the fields in `only`) to an argument group of `parser`."""
-    doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else None
+    doc = model.__doc__.strip().splitlines()[0] if model.__doc__ and only is None else None
     group = parser.add_argument_group(title or model.__name__, doc)
     skip = NOT_EXPOSED.get(model, {})
     for name in model.model_fields:
