@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from selectflow.tasks.errors import ConfigError, ResourceError
 from selectflow.tasks.samplers import SelectionInput
 from selectflow.tasks.samplers import sensitivity as sens
+from selectflow.tasks.samplers.sensitivity import memory as sens_memory
 from selectflow.tasks.samplers.clustering import assign, kmeans
 from selectflow.tasks.samplers.sensitivity import (
     SensitivitySampler,
@@ -383,7 +384,7 @@ def test_options_are_validated():
 
 
 def test_dense_memory_estimate_raises_resource_error(monkeypatch):
-    monkeypatch.setattr(sens, "MEMORY_LIMIT_BYTES", 10_000)
+    monkeypatch.setattr(sens_memory, "MEMORY_LIMIT_BYTES", 10_000)
     x = unit_rows(100, 16, 0)
     with pytest.raises(ResourceError, match="kmeans-coreset"):
         SensitivitySampler({"method": "leverage"}).select(SelectionInput(embeddings=x), 5, seed=0)
@@ -429,7 +430,7 @@ def test_spatial_order_is_a_seeded_permutation_that_keeps_twins_adjacent(leaf_si
 
 def test_spatial_order_over_the_chunked_levels_and_groups(monkeypatch):
     """Segments larger than a chunk take the multi-pass path; groups stay contiguous and in sorted order."""
-    monkeypatch.setattr(sens, "CHUNK_BYTES", 1)  # 256-row chunks
+    monkeypatch.setattr(sens_memory, "CHUNK_BYTES", 1)  # 256-row chunks
     x = twin_rows(700, 8, seed=2)
     groups = (np.arange(1400) % 700) // 350  # two groups, each twin pair inside one group
     order = sens.spatial_order(x, np.random.default_rng(0), groups=groups, leaf_size=64)

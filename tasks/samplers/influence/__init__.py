@@ -77,7 +77,7 @@ from .proxy import CHUNK_ELEMENTS, PROXY_MEMORY_LIMIT, ProxyModel, predictions, 
 from .ranking import ranked_band, select_rows, take_without_near_duplicates, ucb_select
 from .sampler import InfluenceSampler
 from .scores import el2n, forgetting, forgetting_scores, grand, self_influence, vog
-from .target_influence import target_influence
+from .target import target_influence
 
 __all__ = [
     "CHUNK_ELEMENTS", "InfluenceOptions", "InfluenceSampler", "PROXY_MEMORY_LIMIT", "ProxyModel", "ROWS_PER_CLASS",

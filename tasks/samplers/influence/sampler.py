@@ -15,7 +15,7 @@ from .options import InfluenceOptions
 from .proxy import CHUNK_ELEMENTS, PROXY_MEMORY_LIMIT, ProxyModel, _n_params, predictions, train_proxy
 from .ranking import select_rows, ucb_select
 from .scores import el2n, forgetting_scores, grand, self_influence, vog
-from .target_influence import target_influence
+from .target import target_influence
 
 
 def _histogram(values: np.ndarray, edges: np.ndarray) -> dict:

@@ -7,7 +7,8 @@ from ..base import Sampler, Selection, SelectionInput
 from ..clustering import kmeans
 from ..draws import weighted_order
 from ..quotas import allocate_quotas, allocate_weighted
-from ..sensitivity import inclusion_probabilities, pivotal_sample, spatial_order
+from ..sensitivity.inclusion import inclusion_probabilities, pivotal_sample
+from ..sensitivity.spatial_ordering import spatial_order
 from .k_choice import choose_k_by_silhouette, default_k
 from .kcenter import kcenter_greedy
 from .options import KMeansOptions
