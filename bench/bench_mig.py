@@ -107,7 +107,7 @@ def run_quality(embeddings: str, data: str, budgets: list[float]) -> dict:
     """Scores of random, MIG's default and the reference formulation (F1, tpl, cover, dup; mean over seeds)."""
     from bench.tune_quality import load
     from selectflow.tasks.embedding.faiss_index import build_index, choose_params, searcher
-    from selectflow.tasks.evaluation.harness import proxy_macro_f1, stratified_split
+    from selectflow.tasks.evaluation import proxy_macro_f1, stratified_split
     from selectflow.tasks.reporting.metrics import coverage_distance, near_duplicate_rate
     from selectflow.tasks.samplers import SelectionInput, get_sampler
 

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from selectflow.tasks.embedding.faiss_index import build_index, choose_params, searcher
-from selectflow.tasks.evaluation.harness import proxy_macro_f1, stratified_split
+from selectflow.tasks.evaluation import proxy_macro_f1, stratified_split
 from selectflow.tasks.reporting.metrics import coverage_distance, near_duplicate_rate
 from selectflow.tasks.samplers import SelectionInput, get_sampler
 

@@ -20,6 +20,7 @@ def evaluate_samplers(
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
     evaluation: EvaluationConfig = EvaluationConfig(),
+    *,
     out_dir: str = "selectflow-evaluation",
     overwrite: bool = False,
     cache_dir: Optional[str] = None,
@@ -33,6 +34,6 @@ def evaluate_samplers(
                            "evaluation": evaluation.model_dump()})
     out = check_evaluation_dir(out_dir, run_key, overwrite)
     embedded = embed_corpus(corpus, encoder, cache_dir)
-    result = evaluate_task(embedded["prepared"], embedded["embedded"], evaluation.model_dump(), str(out), run_key,
-                           corpus.label_column)
+    result = evaluate_task(embedded["prepared"], embedded["embedded"], config=evaluation.model_dump(), out_dir=str(out),
+                           run_key=run_key, label_column=corpus.label_column)
     return {**result, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"]}

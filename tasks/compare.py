@@ -1,4 +1,4 @@
-"""Prefect tasks: compare several selections of one corpus (see reporting/comparison.py) and publish the result."""
+"""Prefect tasks: compare several selections of one corpus (see reporting/comparison/) and publish the result."""
 
 from pathlib import Path
 

@@ -23,18 +23,18 @@ from .report import library_versions
 
 
 @task(name="evaluate-samplers", cache_policy=NONE)
-def evaluate_task(prepared: dict, embedded: dict, config: dict, out_dir: str, run_key: str,
+def evaluate_task(prepared: dict, embedded: dict, *, config: dict, out_dir: str, run_key: str,
                   label_column: str) -> dict:
     """Run every sampler x budget x seed on the pool, measure each on the test split, write the results."""
     logger = get_run_logger()
-    if not prepared["has_labels"]:
+    if not prepared.has_labels:
         raise ConfigError("The evaluation needs a label column: pass --labels COL (e.g. --labels source for the bundled corpus).")
     evaluation = EvaluationConfig(**config)
     t0 = time.perf_counter()
-    embeddings = np.load(embedded["matrix_path"], allow_pickle=False)
-    frame = pl.read_parquet(prepared["prepared_path"], columns=["row", "id", "quality", "labels", "group"])
+    embeddings = np.load(embedded.matrix_path, allow_pickle=False)
+    frame = pl.read_parquet(prepared.prepared_path, columns=["row", "id", "quality", "labels", "group"])
     extra = [c for c in (evaluation.fine_label_column, evaluation.sampler_label_column) if c]
-    columns = read_input_columns(prepared["input_path"], extra, frame["row"]) if extra else {}
+    columns = read_input_columns(prepared.input_path, extra, frame["row"]) if extra else {}
     artifact_id = create_progress_artifact(progress=0.0, description="Evaluating samplers")
     bar = None
     if sys.stderr.isatty():
@@ -54,23 +54,23 @@ def evaluate_task(prepared: dict, embedded: dict, config: dict, out_dir: str, ru
             embeddings, frame["labels"].to_list(), evaluation,
             fine_labels=columns.get(evaluation.fine_label_column),
             sampler_labels=columns.get(evaluation.sampler_label_column),
-            quality=frame["quality"].to_numpy() if prepared["has_quality"] else None,
-            groups=frame["group"].to_numpy() if prepared["has_groups"] else None,
+            quality=frame["quality"].to_numpy() if prepared.has_quality else None,
+            groups=frame["group"].to_numpy() if prepared.has_groups else None,
             ids=frame["id"].to_numpy(), progress=progress,
         )
     finally:
         if bar is not None:
             bar.close()
-    context = {"input_name": Path(prepared["input_path"]).name, "label_column": label_column,
-               "encoder": embedded["encoder"]["name"]}
+    context = {"input_name": Path(prepared.input_path).name, "label_column": label_column,
+               "encoder": embedded.encoder["name"]}
     markdown = render_markdown(result, context)
     out = Path(out_dir)
     seconds = round(time.perf_counter() - t0, 2)
     document = {
         "run_key": run_key,
-        "input": {"path": prepared["input_path"], "content_hash": prepared["input_hash"], "label_column": label_column},
-        "encoder": {"name": embedded["encoder"]["name"], "weights_hash": embedded["encoder"]["weights_hash"]},
-        "embeddings": {"matrix_key": embedded["key"]},
+        "input": {"path": prepared.input_path, "content_hash": prepared.input_hash, "label_column": label_column},
+        "encoder": {"name": embedded.encoder["name"], "weights_hash": embedded.encoder["weights_hash"]},
+        "embeddings": {"matrix_key": embedded.key},
         "library_versions": library_versions(),
         "seconds": seconds,
         **result,

@@ -1,6 +1,7 @@
 """The output folder: selected.parquet, manifest.json, report.json, report.html, each written atomically."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,35 +11,56 @@ from ..errors import ConfigError
 from .atomic import atomic_path
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """What an output folder holds, for check_output_dir: the JSON file that records the key of the outputs in
+    it (written last), the field holding that key, and the noun naming such outputs in the refusal."""
 
-def check_output_dir(out_dir: str | Path, run_key: str, overwrite: bool) -> Path:
-    """Refuse to mix runs: a folder holding another run's outputs is only replaced with overwrite=True.
+    noun: str
+    record: str
+    key_field: str
+    files: tuple[str, ...] | None = None  # when given, a folder holding any other file is refused
+    marker: str | None = None  # a file naming the key of an interrupted write, read when `record` is missing
 
-    A folder holding the outputs of the same configuration (same run key) is refreshed in place.
+
+RUN_MARKER = ".selectflow-run"
+RUN_OUTPUT = OutputKind(noun="run", record="manifest.json", key_field="run_key", marker=RUN_MARKER)
+
+
+def _recorded_key(out: Path, kind: OutputKind) -> str | None:
+    """The key of the outputs the folder holds, or None when nothing readable records one."""
+    record = out / kind.record
+    if record.exists():
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get(kind.key_field) if isinstance(data, dict) else None
+    if kind.marker and (out / kind.marker).exists():
+        return (out / kind.marker).read_text().strip()  # outputs of this configuration that were interrupted
+    return None
+
+
+def check_output_dir(out_dir: str | Path, key: str, overwrite: bool, kind: OutputKind = RUN_OUTPUT) -> Path:
+    """Refuse to mix outputs: a folder holding other files, or the outputs of another key (another run,
+    evaluation or comparison, as `kind` says), is only replaced with overwrite=True.
+
+    A folder holding the outputs of the same configuration (same key) is refreshed in place. Returns the
+    folder (created when missing).
     """
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"Output path {out} is a file; pass a folder with --out.")
-    manifest = out / "manifest.json"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        previous = None
-        if manifest.exists():
-            try:
-                previous = json.loads(manifest.read_text()).get("run_key")
-            except ValueError:
-                previous = None
-        elif (out / RUN_MARKER).exists():
-            previous = (out / RUN_MARKER).read_text().strip()  # a run of this configuration that was interrupted
-        if previous != run_key:
+    if out.exists() and not overwrite and any(out.iterdir()):
+        previous = _recorded_key(out, kind)
+        foreign = kind.files is not None and any(p.name not in kind.files for p in out.iterdir())
+        if foreign or previous != key:
             raise ConfigError(
-                f"Output folder {out} already holds {'another run' if previous else 'other files'}; "
+                f"Output folder {out} already holds {f'another {kind.noun}' if previous else 'other files'}; "
                 "pass --overwrite to replace it, or choose another --out."
             )
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-RUN_MARKER = ".selectflow-run"
 
 
 def begin_outputs(out_dir: str | Path, run_key: str) -> None:

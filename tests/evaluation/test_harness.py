@@ -18,7 +18,7 @@ from selectflow.tasks.evaluation import (
     stratified_split,
     update_readme,
 )
-from selectflow.tasks.evaluation import harness
+from selectflow.tasks.evaluation import protocol
 
 
 def toy_corpus(n_labels: int = 4, per_label: int = 40, dim: int = 16, noise: float = 0.15, seed: int = 0):
@@ -46,7 +46,7 @@ def test_split_is_stratified_disjoint_and_seeded():
 def test_samplers_only_ever_see_the_pool(monkeypatch):
     emb, labels, _ = toy_corpus()
     seen = []
-    real_get_sampler = harness.get_sampler
+    real_get_sampler = protocol.get_sampler
 
     def spying_get_sampler(name, options=None):
         sampler = real_get_sampler(name, options)
@@ -59,7 +59,7 @@ def test_samplers_only_ever_see_the_pool(monkeypatch):
         sampler.select = select
         return sampler
 
-    monkeypatch.setattr(harness, "get_sampler", spying_get_sampler)
+    monkeypatch.setattr(protocol, "get_sampler", spying_get_sampler)
     result = evaluate(emb, labels, EvaluationConfig(samplers=["kmeans"], budgets=[0.1, 20], seeds=[0, 1], baselines=[], random_draws=2))
     test_rows = np.array(result["test_rows"])
     test_vectors = {emb[r].tobytes() for r in test_rows}
@@ -82,9 +82,9 @@ def test_covering_all_labels_beats_covering_few():
     all_labels = np.concatenate([rows[:2] for rows in by_label.values()])  # 8 rows, 2 per label
     one_label = by_label["label0"][:8]
     two_labels = np.concatenate([by_label["label0"][:4], by_label["label1"][:4]])
-    wide = measure_selection(emb, labels, pool, test, all_labels)
-    narrow = measure_selection(emb, labels, pool, test, one_label)
-    half = measure_selection(emb, labels, pool, test, two_labels)
+    wide = measure_selection(emb, labels, pool_rows=pool, test_rows=test, selected_rows=all_labels)
+    narrow = measure_selection(emb, labels, pool_rows=pool, test_rows=test, selected_rows=one_label)
+    half = measure_selection(emb, labels, pool_rows=pool, test_rows=test, selected_rows=two_labels)
     assert wide["macro_f1"] > 0.9 and wide["label_coverage"] == 1.0
     assert narrow["label_coverage"] == 0.25 and half["label_coverage"] == 0.5
     # Labels the selection never shows are misses: at most 1 of 4 (resp. 2 of 4) labels can score.
@@ -158,6 +158,9 @@ def test_output_folder_and_readme_block(tmp_path):
     with pytest.raises(ConfigError, match="already holds another evaluation; pass --overwrite"):
         check_evaluation_dir(out, "key-b", overwrite=False)
     assert check_evaluation_dir(out, "key-b", overwrite=True) == out
+    (out / "notes.txt").write_text("not an output of the evaluation")
+    with pytest.raises(ConfigError, match="already holds"):  # any file besides evaluation.json/.md refuses the folder
+        check_evaluation_dir(out, "key-a", overwrite=False)
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{README_START}\nold table\n{README_END}\nafter\n")
@@ -213,7 +216,7 @@ def test_cli_evaluates_a_real_slice_and_updates_the_readme(tmp_path, bundled_sli
 def test_label_using_samplers_see_a_labels_column_only_when_given_one_as_a_separate_row(monkeypatch):
     emb, labels, values = toy_corpus(noise=0.6)
     seen: dict[str, list] = {}
-    real_get_sampler = harness.get_sampler
+    real_get_sampler = protocol.get_sampler
 
     def spying_get_sampler(name, options=None):
         sampler = real_get_sampler(name, options)
@@ -226,7 +229,7 @@ def test_label_using_samplers_see_a_labels_column_only_when_given_one_as_a_separ
         sampler.select = select
         return sampler
 
-    monkeypatch.setattr(harness, "get_sampler", spying_get_sampler)
+    monkeypatch.setattr(protocol, "get_sampler", spying_get_sampler)
     given = [f"tag{i % 3}" for i in range(len(emb))]
     config = EvaluationConfig(samplers=["kmeans", "mig"], budgets=[10], seeds=[0], baselines=[], sampler_label_column="tag")
     result = evaluate(emb, labels, config, sampler_labels=given)
@@ -275,7 +278,7 @@ def test_near_duplicate_rate_and_the_verdict_against_random():
                           "a": {"5": {"macro_f1": cell(0.8), "test_distance": cell(0.39), "near_duplicates": cell(0.0)}},
                           "b": {"5": {"macro_f1": cell(0.79), "test_distance": cell(0.4), "near_duplicates": cell(0.1)}},
                           "c": {"5": {"macro_f1": cell(0.9), "test_distance": cell(0.3), "near_duplicates": cell(0.0)}}}}
-    lost = harness.verdicts(result)
+    lost = protocol.verdicts(result)
     assert lost["a"]["5"] == [] and lost["c"]["5"] == []  # ties on F1 and at zero duplicates do not lose
     assert lost["b"]["5"] == metrics  # below on F1, equal on distance (not better), above on duplicates
 
