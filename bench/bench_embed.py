@@ -34,7 +34,7 @@ def stage_run(corpus: Path, work: Path, model, info, batch_size: int) -> tuple[f
     """prepare + embed + index, the embedding half of the pipeline; returns seconds and rows encoded."""
     t0 = time.perf_counter()
     prepared = prepare_corpus(CorpusSpec(str(corpus), id_column="id"), work / "corpus")
-    result = embed_prepared(prepared.prepared_path, model, info, work / "store", work / "matrix.npy", batch_size=batch_size)
+    result = embed_prepared(prepared.prepared_path, model, info, store_root=work / "store", matrix_path=work / "matrix.npy", batch_size=batch_size)
     emb = np.load(work / "matrix.npy", mmap_mode="r")
     params = choose_params(len(emb))
     save_index(build_index(emb, params), params, work / "index.faiss")
@@ -65,7 +65,7 @@ def main() -> None:
         work = tmp / f"run{r}"
         t0 = time.perf_counter()
         prepared = prepare_corpus(CorpusSpec(str(corpus), id_column="id"), work / "prep")
-        embed_prepared(prepared.prepared_path, model, info, work / "store-embed-only", work / "m.npy", batch_size=args.batch_size)
+        embed_prepared(prepared.prepared_path, model, info, store_root=work / "store-embed-only", matrix_path=work / "m.npy", batch_size=args.batch_size)
         pipe.append(time.perf_counter() - t0)
 
         seconds, encoded = stage_run(corpus, work / "full", model, info, args.batch_size)

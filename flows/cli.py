@@ -258,8 +258,9 @@ def _print_plan(args, options: dict, sampler: str) -> int:
     from selectflow.tasks.planning.dry_run import dry_run
 
     corpus = _corpus(args)
-    plan, facts = dry_run(corpus.spec(), corpus.embeddings, args.model, args.device, args.index, sampler, options,
-                          args.budget, args.cache_dir)
+    plan, facts = dry_run(corpus.spec(), own_embeddings=corpus.embeddings, model=args.model, device=args.device,
+                          index_kind=args.index, sampler=sampler, options=options, budget=args.budget,
+                          cache_dir=args.cache_dir)
     excluded = ", ".join(f"{n} {reason}" for reason, n in facts["excluded"].items()) or "none"
     print(f"plan for {corpus.path}: {facts['rows_read']:,} rows read, {facts['usable_rows']:,} usable "
           f"(excluded: {excluded}), select {facts['budget_rows']:,} with {sampler}")
@@ -297,16 +298,16 @@ def cmd_embed(args) -> int:
         raise ConfigError(f"--export {args.export}: the embeddings file must end in .parquet.")
     corpus = _corpus(args)
     result = run_embed_corpus(corpus, _encoder(args), args.cache_dir, _runner(args))
-    e = result["embedded"]
+    e = result.embeddings
     print(f"embedded {e.n_rows} rows ({e.encoded} encoded, {e.reused} reused, {e.truncated} truncated at "
           f"{e.max_seq_length} tokens) -> {e.matrix_path}")
-    print(f"index ({result['index'].kind}): {result['index'].path}")
+    print(f"index ({result.index.kind}): {result.index.path}")
     if args.export:
         from selectflow.tasks.embedding.encode_units import export_embeddings
 
-        n = export_embeddings(result["prepared"].prepared_path, e.matrix_path, args.export,
+        n = export_embeddings(result.prepared.prepared_path, e.matrix_path, args.export,
                               id_column=corpus.id_column or "id",
-                              metadata={"encoder": e.encoder, "input": result["prepared"].input_path})
+                              metadata={"encoder": e.encoder, "input": result.prepared.input_path})
         print(f"exported {n} ids and embeddings -> {args.export}")
     return 0
 

@@ -32,8 +32,8 @@ def dedup_corpus(
     out = check_output_dir(out_dir, run_key, overwrite)
     cache = str(Workspace(cache_dir).root)
     timer = _Timer()
-    prepared, embedded = prepare_and_embed(corpus, encoder, cache, runner, timer)
-    result = timer.run("dedup", dedup_task, prepared, embedded, threshold, seed, cache)
+    prepared, embedded = prepare_and_embed(corpus, encoder, cache=cache, runner=runner, timer=timer)
+    result = timer.run("dedup", dedup_task, prepared, embedded, threshold=threshold, seed=seed, cache_dir=cache)
     outputs = write_dedup_outputs_task(spec=corpus.spec(), prepared=prepared, embedded=embedded, dedup=result,
                                        out_dir=str(out), run_key=run_key, config=config, timings=timer.seconds)
     return {**outputs, "prepared": prepared, "embedded": embedded}

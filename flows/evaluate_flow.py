@@ -34,6 +34,6 @@ def evaluate_samplers(
                            "evaluation": evaluation.model_dump()})
     out = check_evaluation_dir(out_dir, run_key, overwrite)
     embedded = embed_corpus(corpus, encoder, cache_dir)
-    result = evaluate_task(embedded["prepared"], embedded["embedded"], config=evaluation.model_dump(), out_dir=str(out),
+    result = evaluate_task(embedded.prepared, embedded.embeddings, config=evaluation.model_dump(), out_dir=str(out),
                            run_key=run_key, label_column=corpus.label_column)
-    return {**result, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"]}
+    return {**result, "run_key": run_key, "prepared": embedded.prepared, "embedded": embedded.embeddings}

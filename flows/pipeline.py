@@ -1,7 +1,10 @@
 """The pipeline flows: they wire tasks together and do nothing else.
 
-embed_corpus:  corpus -> prepared rows -> embeddings (through the store) -> FAISS index
+embed_corpus:  corpus -> prepared rows -> embeddings (through the store) -> FAISS index  (an EmbeddedCorpus)
 select_subset: embed_corpus, then sampler -> selected.parquet + manifest.json + report.json/html + artifacts
+select_groups: per-group selection, one select task mapped per group (its group and quota), then one merge
+select_many:   several samplers on one embed_corpus, one output folder each, then a comparison report
+The results they pass on are the typed models of tasks/io/results.py.
 """
 
 import time
@@ -19,7 +22,7 @@ from selectflow.tasks.index import build_index_task
 from selectflow.tasks.errors import ConfigError
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
-from selectflow.tasks.io.results import Embeddings, IndexRef, PreparedCorpus, Selection
+from selectflow.tasks.io.results import EmbeddedCorpus, Embeddings, PreparedCorpus, Selection
 from selectflow.tasks.io.workspace import Workspace
 from selectflow.tasks.report import publish_artifacts_task, write_outputs_task
 from selectflow.tasks.planning.sampler_run import Rounds, SamplerRun
@@ -44,16 +47,16 @@ def embed_corpus(
     encoder: EncoderParams = EncoderParams(),
     cache_dir: str | None = None,
     runner: RunnerParams = RunnerParams(),
-) -> dict:
+) -> EmbeddedCorpus:
     """Read and validate the corpus, embed what the store does not have yet, and build the FAISS index."""
     cache = str(Workspace(cache_dir).root)
     timer = _Timer()
-    prepared, embedded = prepare_and_embed(corpus, encoder, cache, runner, timer)
+    prepared, embedded = prepare_and_embed(corpus, encoder, cache=cache, runner=runner, timer=timer)
     index = timer.run("index", build_index_task, embedded, encoder.index, cache)
-    return {"prepared": prepared, "embedded": embedded, "index": index, "timings": timer.seconds, "cache_dir": cache}
+    return EmbeddedCorpus(prepared=prepared, embeddings=embedded, index=index, timings=timer.seconds, cache_dir=cache)
 
 
-def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, cache: str, runner: RunnerParams,
+def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, *, cache: str, runner: RunnerParams,
                       timer: "_Timer") -> tuple[PreparedCorpus, Embeddings]:
     """The prepared corpus and its embeddings (imported, or encoded through the store), timed as 'corpus' and 'embed'."""
     prepared = timer.run("corpus", prepare_corpus_task, corpus.spec(), cache)
@@ -76,13 +79,13 @@ def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner:
     return assemble_task(prepared, plan, encoded, cache_dir=cache, encode_seconds=time.perf_counter() - t0)
 
 
-def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> dict:
+def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> EmbeddedCorpus:
     """embed_corpus on the chosen task runner."""
     return embed_corpus.with_options(task_runner=make_task_runner(runner))(corpus, encoder, cache_dir, runner)
 
 
 @flow(name="select-groups", log_prints=True)
-def select_groups(prepared: PreparedCorpus, embedded: Embeddings, selection: SelectionParams, cache: str,
+def select_groups(prepared: PreparedCorpus, embedded: Embeddings, *, selection: SelectionParams, cache: str,
                   target: Optional[Embeddings] = None) -> Selection:
     """Per-group selection: one sampler task per group (mapped over the task runner), then one merged selection."""
     plan = plan_groups_task(prepared, selection.budget, selection.min_per_group)
@@ -123,27 +126,28 @@ def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: Selecti
                           **({"dedup": selection.dedup} if selection.dedup is not None else {}), **selection.floors()}}
 
 
-def _select_and_write(embedded: dict, *, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
+def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
                       output: OutputParams, runner: RunnerParams, out_dir, run_key: str, config: dict) -> dict:
-    cache, timer = embedded["cache_dir"], _Timer()
-    timer.seconds.update(embedded["timings"])
+    cache, timer = embedded.cache_dir, _Timer()
+    timer.seconds.update(embedded.timings)
     target = None
     if selection.target:
         target_corpus = CorpusParams(path=selection.target, text_columns=selection.target_text_columns or corpus.text_columns)
-        target = timer.run("target", run_embed_corpus, target_corpus, encoder, output.cache_dir, runner)["embedded"]
+        target = timer.run("target", run_embed_corpus, target_corpus, encoder, output.cache_dir, runner).embeddings
     if selection.per_group:
         groups_flow = select_groups.with_options(task_runner=make_task_runner(runner))
-        chosen = timer.run("select", groups_flow, embedded["prepared"], embedded["embedded"], selection, cache, target)
+        chosen = timer.run("select", groups_flow, embedded.prepared, embedded.embeddings, selection=selection,
+                           cache=cache, target=target)
     else:
-        chosen = timer.run("select", select_task, prepared=embedded["prepared"], embeddings=embedded["embedded"],
-                           index=embedded["index"], run=_sampler_run(selection), rounds=_rounds(selection, target),
+        chosen = timer.run("select", select_task, prepared=embedded.prepared, embeddings=embedded.embeddings,
+                           index=embedded.index, run=_sampler_run(selection), rounds=_rounds(selection, target),
                            cache_dir=cache, dedup=selection.dedup, **selection.floors())
-    outputs = write_outputs_task(spec=corpus.spec(), prepared=embedded["prepared"], embeddings=embedded["embedded"],
-                                 index=embedded["index"], selection=chosen, out_dir=str(out_dir), run_key=run_key,
+    outputs = write_outputs_task(spec=corpus.spec(), prepared=embedded.prepared, embeddings=embedded.embeddings,
+                                 index=embedded.index, selection=chosen, out_dir=str(out_dir), run_key=run_key,
                                  config=config, timings=timer.seconds, formats=tuple(output.formats))
-    publish_artifacts_task(outputs, embedded["prepared"], chosen)
-    return {**outputs, "run_key": run_key, "prepared": embedded["prepared"], "embedded": embedded["embedded"],
-            "index": embedded["index"], "selection": chosen}
+    publish_artifacts_task(outputs, embedded.prepared, chosen)
+    return {**outputs, "run_key": run_key, "prepared": embedded.prepared, "embedded": embedded.embeddings,
+            "index": embedded.index, "selection": chosen}
 
 
 @flow(name="select-subset", log_prints=True)
@@ -190,4 +194,4 @@ def select_many(
             for chosen, config, key, out in planned]
     comparison = compare_runs([r["out_dir"] for r in runs], out_dir=str(Path(output.out_dir) / "compare"),
                               seed=selection.seed, overwrite=True) if len(runs) > 1 else None
-    return {"runs": runs, "comparison": comparison, "embedded": embedded["embedded"], "prepared": embedded["prepared"]}
+    return {"runs": runs, "comparison": comparison, "embedded": embedded.embeddings, "prepared": embedded.prepared}

@@ -18,13 +18,13 @@ from .io.corpus_reader import CorpusSpec, read_original_rows
 from .io.hashing import config_hash
 from .io.outputs import begin_outputs, write_parquet
 from .io.workspace import Workspace
-from .io.results import Embeddings, PreparedCorpus
+from .io.results import Embeddings, Manifest, ManifestEncoder, ManifestInput, ManifestRows, PreparedCorpus
 from .reporting.run_folder import dedup_examples, dropped_frame, library_versions, texts_by_row
 from .samplers.semantic_dedup import VERSION, semantic_dedup
 
 
 @task(name="dedup", cache_policy=NONE)
-def dedup_task(prepared: PreparedCorpus, embedded: Embeddings, threshold: float, seed: int, cache_dir: str) -> dict:
+def dedup_task(prepared: PreparedCorpus, embedded: Embeddings, *, threshold: float, seed: int, cache_dir: str) -> dict:
     """Semantic dedup over every usable row (or reuse the cached result of the same matrix, threshold and seed)."""
     logger = get_run_logger()
     key = config_hash({"matrix": embedded.key, "dedup": threshold, "seed": seed, "version": VERSION})
@@ -77,20 +77,18 @@ def write_dedup_outputs_task(*, spec: dict, prepared: PreparedCorpus, embedded: 
     report = {"threshold": dedup["threshold"], "seed": dedup["seed"], "rows": n, "kept": int(len(kept)),
               "dropped": int(n - len(kept)), "diagnostics": dedup["diagnostics"], "examples": examples}
     write_json(out / "dedup_report.json", report)
-    manifest = {
-        "run_key": run_key,
-        "input": {"path": prepared.input_path, "content_hash": prepared.input_hash, "format": prepared.format,
-                  "text_columns": list(prepared.text_columns)},
-        "rows": {"read": prepared.n_read, "usable": prepared.n_usable, "excluded": prepared.n_excluded,
-                 "excluded_by_reason": prepared.excluded, "kept": int(len(kept)), "dropped_by_dedup": int(n - len(kept))},
-        "config": config,
-        "encoder": {"name": embedded.encoder["name"], "weights_hash": embedded.encoder["weights_hash"]},
-        "dedup": {"threshold": dedup["threshold"], "seed": dedup["seed"], "diagnostics": dedup["diagnostics"]},
-        "library_versions": library_versions(),
-        "timings_seconds": timings,
-        "outputs": ["kept.parquet", "dropped.parquet", "dedup_report.json"],
-    }
-    write_json(out / "manifest.json", manifest)  # last: a folder with a manifest is a complete run
+    manifest = Manifest(
+        run_key=run_key,
+        input=ManifestInput.of(prepared),
+        rows=ManifestRows.of(prepared, kept=int(len(kept)), dropped_by_dedup=int(n - len(kept))),
+        config=config,
+        encoder=ManifestEncoder(name=embedded.encoder["name"], weights_hash=embedded.encoder["weights_hash"]),
+        dedup={"threshold": dedup["threshold"], "seed": dedup["seed"], "diagnostics": dedup["diagnostics"]},
+        library_versions=library_versions(),
+        timings_seconds=timings,
+        outputs=["kept.parquet", "dropped.parquet", "dedup_report.json"],
+    )
+    manifest.write(out)  # last: a folder with a manifest is a complete run
     return {"out_dir": str(out), "rows": n, "kept": int(len(kept)), "dropped": int(n - len(kept)),
             "kept_parquet": str(out / "kept.parquet"), "dropped_parquet": str(out / "dropped.parquet"),
             "manifest": str(out / "manifest.json"), "diagnostics": dedup["diagnostics"]}

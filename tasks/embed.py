@@ -96,7 +96,7 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
             _advance(bar, min(offset + done, total))
 
     def encode() -> int:
-        return encode_positions(prepared.prepared_path, positions, encoder, info, store, batch_size=batch_size,
+        return encode_positions(prepared.prepared_path, positions, encoder, info, store=store, batch_size=batch_size,
                                 shard_rows=shard_rows, progress=progress, batch_tokens=batch_tokens)
 
     if not device.startswith("cuda"):

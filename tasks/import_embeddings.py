@@ -15,5 +15,5 @@ def import_embeddings_task(prepared: PreparedCorpus, source: str, normalize: boo
     key = imported_key(prepared, source, hashed, normalize)
     matrix = Workspace(cache_dir).matrix_path(key)
     rows = pl.read_parquet(prepared.prepared_path, columns=["row"])["row"].to_numpy()
-    dim = import_embeddings(source, prepared.input_path, rows, prepared.n_read, matrix, normalize=normalize)
+    dim = import_embeddings(source, prepared.input_path, rows, prepared.n_read, matrix_path=matrix, normalize=normalize)
     return imported_result(source=source, hashed=hashed, key=key, matrix_path=str(matrix), n_rows=len(rows), dim=dim)

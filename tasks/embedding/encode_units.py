@@ -153,8 +153,8 @@ def encode_positions(
     positions: np.ndarray,
     model,
     info: EncoderInfo,
-    store: EmbeddingStore,
     *,
+    store: EmbeddingStore,
     batch_size: int = 64,
     shard_rows: int = 2048,
     progress: Progress | None = None,
@@ -244,9 +244,9 @@ def embed_prepared(
     prepared_path: str | Path,
     model,
     info: EncoderInfo,
+    *,
     store_root: str | Path,
     matrix_path: str | Path,
-    *,
     batch_size: int = 64,
     shard_rows: int = 2048,
     progress: Progress | None = None,
@@ -262,7 +262,7 @@ def embed_prepared(
     encoded = 0
     for unit in units:
         base = encoded
-        encoded += encode_positions(prepared_path, unit, model, info, store, batch_size=batch_size, shard_rows=shard_rows,
+        encoded += encode_positions(prepared_path, unit, model, info, store=store, batch_size=batch_size, shard_rows=shard_rows,
                                     progress=(lambda d, _t, b=base: progress(b + d, total)) if progress else None,
                                     batch_tokens=batch_tokens)
     encode_seconds = time.perf_counter() - t0

@@ -138,7 +138,7 @@ def load_encoder(model: str | None = None, device: str = "auto", backend: str = 
     whash = weights_hash(path)
     backend_hash = None
     if backend != "torch":
-        folder = onnx_export(st, path, whash, backend, export_root)
+        folder = onnx_export(st, path, whash, backend, export_root=export_root)
         backend_hash = use_onnx(st, folder)
     info = EncoderInfo(
         name=name, path=str(path), weights_hash=whash,
@@ -171,7 +171,7 @@ def _input_names(st) -> list[str]:
     return [n for n in names if n in produced or n == "input_ids"]
 
 
-def onnx_export(st, path: Path, whash: str, backend: str, export_root: str | Path | None = None) -> Path:
+def onnx_export(st, path: Path, whash: str, backend: str, *, export_root: str | Path | None = None) -> Path:
     """The cached export folder <export_root>/<weights hash>-<backend>/, made once and atomically.
 
     The export is written into a temporary folder beside it and renamed into place, so a crash never
@@ -183,7 +183,7 @@ def onnx_export(st, path: Path, whash: str, backend: str, export_root: str | Pat
     if (folder / _EXPORT_META).exists():
         return folder
     _transformer_module(st, path, backend)
-    source = onnx_export(st, path, whash, "onnx", root) if backend == "onnx-int8" else None
+    source = onnx_export(st, path, whash, "onnx", export_root=root) if backend == "onnx-int8" else None
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=root))
     tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary cache folder

@@ -23,7 +23,7 @@ def is_array_file(source: str) -> bool:
     return source.lower().endswith(".npy")
 
 
-def import_embeddings(source: str, corpus_path: str, input_rows: np.ndarray, n_read: int, matrix_path: str | Path,
+def import_embeddings(source: str, corpus_path: str, input_rows: np.ndarray, n_read: int, *, matrix_path: str | Path,
                       normalize: bool = False, chunk: int = 100_000) -> int:
     """Write the embeddings of the usable rows (input positions `input_rows`) to `matrix_path`; return the dimension."""
     if is_array_file(source):

@@ -1,9 +1,10 @@
 """What changed between a run and the previous run written to the same output folder."""
 
-import json
 from pathlib import Path
 
 import polars as pl
+
+from .results import Manifest
 
 EXAMPLES = 20
 
@@ -18,20 +19,21 @@ def changes_since_previous(out_dir: str | Path, selected_ids: list[str], corpus_
     manifest_path, parquet_path = out / "manifest.json", out / "selected.parquet"
     if not (manifest_path.exists() and parquet_path.exists()):
         return None
-    previous = json.loads(manifest_path.read_text())
-    id_column = (previous.get("config", {}).get("corpus", {}) or {}).get("id_column")
+    previous = Manifest.read(manifest_path)
+    id_column = (previous.config.get("corpus") or {}).get("id_column")
+    cache_files = previous.cache_files
     prev_frame = pl.read_parquet(parquet_path)
     # The previous run's ids: its id column, or the ids its prepared corpus derived (kept in the cache).
     prev_ids: list[str] | None = None
     prev_corpus_ids: set[str] | None = None
-    prepared = (previous.get("cache_files") or {}).get("prepared_corpus")
+    prepared = cache_files.prepared_corpus if cache_files else None
     if prepared and Path(prepared).exists():
         prev_corpus = pl.read_parquet(prepared, columns=["id", "row"])
         prev_corpus_ids = set(prev_corpus["id"].to_list())
     if id_column and id_column in prev_frame.columns:
         prev_ids = prev_frame[id_column].cast(pl.String).to_list()
     elif "sf_nearest_selected_id" in prev_frame.columns and prev_corpus_ids is not None and prepared:
-        selection = (previous.get("cache_files") or {}).get("selection_arrays")
+        selection = cache_files.selection_arrays
         if selection and Path(selection).exists():
             import numpy as np
 
@@ -40,7 +42,7 @@ def changes_since_previous(out_dir: str | Path, selected_ids: list[str], corpus_
             ids = pl.read_parquet(prepared, columns=["id"])["id"].to_list()
             prev_ids = [ids[int(r)] for r in rows]
     if prev_ids is None:
-        return {"previous_run": previous.get("run_key"), "comparable": False,
+        return {"previous_run": previous.run_key, "comparable": False,
                 "note": "the previous run's ids could not be recovered (no id column, cache cleared)"}
     before, after = set(prev_ids), set(selected_ids)
     added = [i for i in selected_ids if i not in before]
@@ -49,7 +51,7 @@ def changes_since_previous(out_dir: str | Path, selected_ids: list[str], corpus_
     dropped_gone = [i for i in dropped if i not in corpus_ids]
     return {
         "comparable": True,
-        "previous_input_hash": previous.get("input", {}).get("content_hash"),
+        "previous_input_hash": previous.input.content_hash,
         "previous_selected": len(prev_ids),
         "kept": len(before & after),
         "added": len(added),

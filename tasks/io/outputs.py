@@ -1,4 +1,5 @@
-"""The output folder: selected.parquet, manifest.json, report.json, report.html, each written atomically."""
+"""Output-folder primitives: the guard against mixing runs, the run marker, atomic Parquet/JSONL/HF writers and the
+provenance columns. What a select run writes, in which order, is reporting/run_folder.py."""
 
 import json
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ PreparedCorpus  the normalised corpus in the cache (paths, row counts, which opt
 Embeddings      the (N, D) matrix of one prepared corpus under one encoder (or the user's own vectors)
 IndexRef        a FAISS index over one matrix
 Selection       one sampler run: its arrays file (rows, scores, weights, clusters) and what it did
+EmbeddedCorpus  what embed_corpus returns: the three above, the stage timings and the cache folder
 Manifest        manifest.json of an output folder, written and read through this one model
 
 Plain code: no Prefect, importable from every layer. Every model is frozen; the JSON files they come
@@ -84,6 +85,16 @@ class IndexRef(_Frozen):
         return self.params["kind"]
 
 
+class EmbeddedCorpus(_Frozen):
+    """The result of the embed-corpus flow: the prepared corpus, its embeddings and their index."""
+
+    prepared: PreparedCorpus
+    embeddings: Embeddings
+    index: IndexRef
+    timings: dict[str, float]
+    cache_dir: str
+
+
 class DedupSummary(_Frozen):
     threshold: float
     rows_dropped: int
@@ -115,3 +126,105 @@ class Selection(_Frozen):
         import json
 
         return cls(**json.loads(Path(path).read_text()), reused=True)
+
+
+class _Record(_Frozen):
+    """A part of manifest.json: written with exclude_unset, so a key is in the file exactly when it was given."""
+
+
+class ManifestInput(_Record):
+    path: str
+    content_hash: str
+    format: str
+    text_columns: list[str]
+
+    @classmethod
+    def of(cls, prepared: PreparedCorpus) -> "ManifestInput":
+        return cls(path=prepared.input_path, content_hash=prepared.input_hash, format=prepared.format,
+                   text_columns=list(prepared.text_columns))
+
+
+class ManifestRows(_Record):
+    read: int
+    usable: int
+    excluded: int
+    excluded_by_reason: dict[str, int]
+    selected: Optional[int] = None  # a select run
+    kept: Optional[int] = None  # a dedup run
+    dropped_by_dedup: Optional[int] = None
+
+    @classmethod
+    def of(cls, prepared: PreparedCorpus, **counts: int) -> "ManifestRows":
+        """The prepared corpus's counts, plus what the run kept (selected=, kept=, dropped_by_dedup=)."""
+        return cls(read=prepared.n_read, usable=prepared.n_usable, excluded=prepared.n_excluded,
+                   excluded_by_reason=prepared.excluded, **counts)
+
+
+class ManifestBudget(_Record):
+    requested: Number
+    rows: int
+
+
+class ManifestEncoder(_Record):
+    name: str
+    weights_hash: str
+    path: Optional[str] = None
+    max_seq_length: Optional[int] = None
+    device: Optional[str] = None
+
+
+class ManifestEmbeddings(_Record):
+    store_key: Optional[str]
+    encoded_this_run: int
+    reused_from_store: int
+    truncated: int
+
+
+class CacheFiles(_Record):
+    """Cache files behind a run, so `selectflow compare` can measure several runs in one embedding space."""
+
+    prepared_corpus: str
+    embedding_matrix: str
+    selection_arrays: str
+
+
+class Manifest(_Record):
+    """manifest.json: what a run read, with which configuration, what it wrote. Written last in its folder.
+
+    A select run has seed, budget, embeddings, index, changes_since_previous and cache_files; a dedup run has
+    dedup instead. `write` and `read` round-trip the file: a key is written exactly when it was set.
+    """
+
+    run_key: str
+    input: ManifestInput
+    rows: ManifestRows
+    config: dict[str, Any]
+    seed: Optional[int] = None
+    budget: Optional[ManifestBudget] = None
+    encoder: ManifestEncoder
+    embeddings: Optional[ManifestEmbeddings] = None
+    index: Optional[dict[str, Any]] = None
+    changes_since_previous: Optional[dict[str, Any]] = None
+    cache_files: Optional[CacheFiles] = None
+    dedup: Optional[dict[str, Any]] = None
+    library_versions: dict[str, str]
+    timings_seconds: dict[str, Number]
+    outputs: list[str]
+
+    def to_json(self) -> dict:
+        """The file's content: every key that was set (None included), none that was not."""
+        return self.model_dump(exclude_unset=True)
+
+    def write(self, folder: str | Path) -> Path:
+        from .atomic import write_json
+
+        return write_json(Path(folder) / "manifest.json", self.to_json())
+
+    @classmethod
+    def read(cls, folder_or_file: str | Path) -> "Manifest":
+        import json
+
+        path = Path(folder_or_file)
+        if path.is_dir():
+            path = path / "manifest.json"
+        return cls.model_validate(json.loads(path.read_text()))

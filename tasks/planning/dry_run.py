@@ -17,7 +17,7 @@ from .estimate import Plan, make_plan
 from ..samplers import get_sampler, resolve_budget
 
 
-def dry_run(spec: dict, own_embeddings: str | None, model: str | None, device: str, index_kind: str,
+def dry_run(spec: dict, *, own_embeddings: str | None, model: str | None, device: str, index_kind: str,
             sampler: str, options: dict, budget: float, cache_dir: str | None) -> tuple[Plan, dict]:
     chosen = get_sampler(sampler, options)
     tmp = tempfile.mkdtemp(prefix="selectflow-plan-")

@@ -1,7 +1,7 @@
 """`--dry-run`: what a run would do, what it would reuse, and what it would cost on this machine.
 
 Estimates come from N, D, the budget and measured rates: encoder throughput in tokens per second
-per core (bench/results/embed.md, stack.md), and each sampler's measured seconds per million rows at a
+per core (from bench/results/embed.md), and each sampler's measured seconds per million rows at a
 5% budget on 2 cores (bench/results/samplers.md). They are planning figures, good to a factor of
 about two, not promises.
 """
@@ -56,7 +56,7 @@ def machine_memory_bytes() -> float:
         return 8.0 * GIB
 
 
-def sampler_peak_bytes(sampler: str, options: dict, n: int, d: int, budget: int) -> tuple[float, str | None]:
+def sampler_peak_bytes(sampler: str, options: dict, *, n: int, d: int, budget: int) -> tuple[float, str | None]:
     """Peak memory of one sampler run and, when it may not fit, the option that avoids it."""
     embeddings = n * d * 4.0
     if sampler == "dpp":
@@ -94,7 +94,7 @@ def make_plan(*, n_rows: int, n_to_encode: int, mean_chars: float, dim: int, bud
     plan.stages.append(StagePlan("index", f"FAISS {index_kind} index", index_seconds, n_rows * dim * 4.0 * 2))
     per_million = SECONDS_PER_MILLION_ROWS.get(sampler, 60.0) * (2.0 / cores)
     select_seconds = per_million * n_rows / 1e6 * (max(budget / (0.05 * n_rows), 1.0) if sampler == "dpp" else 1.0)
-    peak, fix = sampler_peak_bytes(sampler, options, n_rows, dim, budget)
+    peak, fix = sampler_peak_bytes(sampler, options, n=n_rows, d=dim, budget=budget)
     plan.stages.append(StagePlan("select", f"{sampler}: {budget:,} of {n_rows:,} rows", select_seconds, peak))
     plan.stages.append(StagePlan("report", "selected.parquet, manifest, report (metrics on samples)",
                                  5.0 + n_rows / 200_000, n_rows * dim * 4.0 + 500e6))

@@ -32,7 +32,7 @@ def table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def scatter(pool: list, selected: list, title: str, width: int = 640, height: int = 440) -> str:
+def scatter(pool: list, selected: list, title: str, *, width: int = 640, height: int = 440) -> str:
     pts = pool + selected
     if not pts:
         return ""
@@ -55,7 +55,7 @@ def scatter(pool: list, selected: list, title: str, width: int = 640, height: in
             f'{dots(selected, PALETTE["selected"], 2.6, 0.9)}{legend}</svg><figcaption>{esc(title)}</figcaption></figure>')
 
 
-def bars(categories: list[str], series: dict[str, list[float]], title: str, width: int = 720, percent: bool = True,
+def bars(categories: list[str], series: dict[str, list[float]], title: str, *, width: int = 720, percent: bool = True,
          colours: list[str] | None = None) -> str:
     """Grouped horizontal bars: one row per category, one bar per series."""
     if not categories:
@@ -102,7 +102,7 @@ def line_chart(values: list[float], title: str, width: int = 640, height: int = 
             f'<figcaption>{esc(title)}</figcaption></figure>')
 
 
-def histogram(edges: list[float], counts: list[float], title: str, width: int = 640, height: int = 240) -> str:
+def histogram(edges: list[float], counts: list[float], title: str, *, width: int = 640, height: int = 240) -> str:
     if not counts:
         return ""
     cmax = max(counts) or 1
@@ -129,7 +129,7 @@ def point_bounds(*point_lists: list) -> tuple[float, float, float, float]:
     return (min(xs), max(xs), min(ys), max(ys))
 
 
-def multi_scatter(background: list, series: dict[str, list], title: str, width: int = 640, height: int = 440,
+def multi_scatter(background: list, series: dict[str, list], title: str, *, width: int = 640, height: int = 440,
                   bounds: tuple | None = None, colour_offset: int = 0) -> str:
     """A 2-D map: background points in grey, then one colour per series (SERIES_COLOURS, from colour_offset)."""
     x0, x1, y0, y1 = bounds or point_bounds(background, *series.values())

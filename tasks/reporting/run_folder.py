@@ -2,7 +2,7 @@
 report.html and manifest.json, written in that order (the manifest last: a folder with one is a complete run).
 
 write_run_folder  everything above, from the cached corpus, embeddings, index and selection
-run_manifest      manifest.json's content
+run_manifest      manifest.json's content (io/results.py: Manifest)
 dropped_frame, dedup_examples  semantic dedup's dropped rows, as a table and as the report's examples
 Plain code: tasks/report.py calls it and publishes the Prefect artifacts.
 """
@@ -19,7 +19,8 @@ from ..io.atomic import write_json, write_text
 from ..io.changes import changes_since_previous
 from ..io.corpus_reader import CorpusSpec, read_original_rows
 from ..io.outputs import begin_outputs, provenance_frame, write_hf_dataset, write_jsonl, write_parquet
-from ..io.results import Embeddings, IndexRef, PreparedCorpus, Selection
+from ..io.results import (CacheFiles, Embeddings, IndexRef, Manifest, ManifestBudget, ManifestEmbeddings, ManifestEncoder,
+                          ManifestInput, ManifestRows, PreparedCorpus, Selection)
 from ..io.selection_input import load_arrays
 from ..samplers.clustering import kmeans
 from .build import EXAMPLE_CHARS, analysis_k, build_report
@@ -132,7 +133,7 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
                             config=config, changes=changes, timings=timings, selected=len(rows),
                             dropped=None if dropped is None else dropped.height,
                             outputs=outputs + ["report.json", "report.html"])
-    write_json(out / "manifest.json", manifest)  # last: a folder with a manifest is a complete run
+    manifest.write(out)  # last: a folder with a manifest is a complete run
     return {"out_dir": str(out), "selected": len(rows), "report": str(out / "report.html"),
             "parquet": str(out / "selected.parquet"), "manifest": str(out / "manifest.json"),
             "diversity": report["diversity_coverage"], "composition": report["composition"]}
@@ -140,32 +141,28 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
 
 def run_manifest(*, run_key: str, prepared: PreparedCorpus, embeddings: Embeddings, index: IndexRef | None,
                  selection: Selection, config: dict, changes: dict | None, timings: dict, selected: int,
-                 dropped: int | None, outputs: list[str]) -> dict:
+                 dropped: int | None, outputs: list[str]) -> Manifest:
     """manifest.json of a select run: input, row counts, configuration, encoder, cache files, versions, timings."""
-    return {
-        "run_key": run_key,
-        "input": {"path": prepared.input_path, "content_hash": prepared.input_hash, "format": prepared.format,
-                  "text_columns": list(prepared.text_columns)},
-        "rows": {"read": prepared.n_read, "usable": prepared.n_usable, "excluded": prepared.n_excluded,
-                 "excluded_by_reason": prepared.excluded, "selected": selected,
-                 **({"dropped_by_dedup": dropped} if dropped is not None else {})},
-        "config": config,
-        "seed": selection.seed,
-        "budget": {"requested": selection.budget_requested, "rows": selection.budget},
-        "encoder": {"name": embeddings.encoder["name"], "path": embeddings.encoder["path"],
-                    "weights_hash": embeddings.encoder["weights_hash"], "max_seq_length": embeddings.max_seq_length,
-                    "device": embeddings.encoder["device"]},
-        "embeddings": {"store_key": embeddings.store_key, "encoded_this_run": embeddings.encoded,
-                       "reused_from_store": embeddings.reused, "truncated": embeddings.truncated},
-        "index": index.params if index else None,
-        "changes_since_previous": None if changes is None else {k: v for k, v in changes.items() if k != "examples"},
-        # Cache files behind this run, so `selectflow compare` can measure several runs in one embedding space.
-        "cache_files": {"prepared_corpus": prepared.prepared_path, "embedding_matrix": embeddings.matrix_path,
-                        "selection_arrays": selection.arrays},
-        "library_versions": library_versions(),
-        "timings_seconds": timings,
-        "outputs": outputs,
-    }
+    encoder = embeddings.encoder
+    return Manifest(
+        run_key=run_key,
+        input=ManifestInput.of(prepared),
+        rows=ManifestRows.of(prepared, selected=selected, **({"dropped_by_dedup": dropped} if dropped is not None else {})),
+        config=config,
+        seed=selection.seed,
+        budget=ManifestBudget(requested=selection.budget_requested, rows=selection.budget),
+        encoder=ManifestEncoder(name=encoder["name"], path=encoder["path"], weights_hash=encoder["weights_hash"],
+                                max_seq_length=embeddings.max_seq_length, device=encoder["device"]),
+        embeddings=ManifestEmbeddings(store_key=embeddings.store_key, encoded_this_run=embeddings.encoded,
+                                      reused_from_store=embeddings.reused, truncated=embeddings.truncated),
+        index=index.params if index else None,
+        changes_since_previous=None if changes is None else {k: v for k, v in changes.items() if k != "examples"},
+        cache_files=CacheFiles(prepared_corpus=prepared.prepared_path, embedding_matrix=embeddings.matrix_path,
+                               selection_arrays=selection.arrays),
+        library_versions=library_versions(),
+        timings_seconds=timings,
+        outputs=outputs,
+    )
 
 
 DEDUP_REPORT_ROWS = 200

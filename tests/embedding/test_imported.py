@@ -24,10 +24,10 @@ def corpus(tmp_path):
 def test_column_and_npy_give_the_usable_rows_in_order(tmp_path, corpus):
     path, vecs = corpus
     rows = np.array([0, 2, 4])
-    assert import_embeddings("emb", str(path), rows, 5, tmp_path / "a.npy") == 4
+    assert import_embeddings("emb", str(path), rows, 5, matrix_path=tmp_path / "a.npy") == 4
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), vecs[rows], atol=1e-6)
     np.save(tmp_path / "e.npy", vecs)
-    import_embeddings(str(tmp_path / "e.npy"), str(path), rows, 5, tmp_path / "b.npy")
+    import_embeddings(str(tmp_path / "e.npy"), str(path), rows, 5, matrix_path=tmp_path / "b.npy")
     np.testing.assert_allclose(np.load(tmp_path / "b.npy"), vecs[rows], atol=1e-6)
 
 
@@ -35,7 +35,7 @@ def test_row_count_mismatch(tmp_path, corpus):
     path, vecs = corpus
     np.save(tmp_path / "e.npy", vecs[:4])
     with pytest.raises(InputError, match="has 4 rows but the corpus has 5"):
-        import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, tmp_path / "m.npy")
+        import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, matrix_path=tmp_path / "m.npy")
 
 
 def test_nan_names_the_row(tmp_path, corpus):
@@ -44,7 +44,7 @@ def test_nan_names_the_row(tmp_path, corpus):
     bad[3, 1] = np.nan
     np.save(tmp_path / "e.npy", bad)
     with pytest.raises(InputError, match="input row 3 has NaN"):
-        import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, tmp_path / "m.npy")
+        import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, matrix_path=tmp_path / "m.npy")
     assert not (tmp_path / "m.npy").exists()
 
 
@@ -52,8 +52,8 @@ def test_not_unit_norm_needs_the_flag(tmp_path, corpus):
     path, vecs = corpus
     np.save(tmp_path / "e.npy", vecs * 3)
     with pytest.raises(InputError, match="not unit-norm .*--normalize-embeddings"):
-        import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, tmp_path / "m.npy")
-    import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, tmp_path / "m.npy", normalize=True)
+        import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, matrix_path=tmp_path / "m.npy")
+    import_embeddings(str(tmp_path / "e.npy"), str(path), np.arange(5), 5, matrix_path=tmp_path / "m.npy", normalize=True)
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), vecs, atol=1e-6)
 
 
@@ -61,15 +61,15 @@ def test_ragged_column_and_wrong_type(tmp_path):
     path = tmp_path / "r.parquet"
     pl.DataFrame({"text": ["a", "b"], "emb": [[1.0, 0.0], [1.0, 0.0, 0.0]], "s": ["x", "y"]}).write_parquet(path)
     with pytest.raises(InputError, match="different lengths"):
-        import_embeddings("emb", str(path), np.arange(2), 2, tmp_path / "m.npy")
+        import_embeddings("emb", str(path), np.arange(2), 2, matrix_path=tmp_path / "m.npy")
     with pytest.raises(InputError, match="must be a list of floats"):
-        import_embeddings("s", str(path), np.arange(2), 2, tmp_path / "m.npy")
+        import_embeddings("s", str(path), np.arange(2), 2, matrix_path=tmp_path / "m.npy")
     with pytest.raises(InputError, match="column 'nope' does not exist"):
-        import_embeddings("nope", str(path), np.arange(2), 2, tmp_path / "m.npy")
+        import_embeddings("nope", str(path), np.arange(2), 2, matrix_path=tmp_path / "m.npy")
 
 
 def test_pickled_npy_is_refused(tmp_path, corpus):
     path, _ = corpus
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 5, dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="not a plain numeric"):
-        import_embeddings(str(tmp_path / "obj.npy"), str(path), np.arange(5), 5, tmp_path / "m.npy")
+        import_embeddings(str(tmp_path / "obj.npy"), str(path), np.arange(5), 5, matrix_path=tmp_path / "m.npy")

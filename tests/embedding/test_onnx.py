@@ -115,11 +115,11 @@ def test_store_keys_differ_by_backend_and_stored_vectors_never_mix(onnx_encoders
     pl.DataFrame({"id": ["a", "b", "c"], "text": ["one text", "another text", "a third one"]}).write_parquet(corpus)
     prepared = prepare_corpus(CorpusSpec(str(corpus), id_column="id"), tmp_path / "prep").prepared_path
     model, info = onnx_encoders["onnx-int8"]
-    first = embed_prepared(prepared, model, info, tmp_path / "store", tmp_path / "m-int8.npy")
+    first = embed_prepared(prepared, model, info, store_root=tmp_path / "store", matrix_path=tmp_path / "m-int8.npy")
     assert first.encoded == 3
     # Same texts, same store root, another backend: everything is encoded again, nothing is reused.
     torch_model, torch_info = encoder
-    second = embed_prepared(prepared, torch_model, torch_info, tmp_path / "store", tmp_path / "m-torch.npy")
+    second = embed_prepared(prepared, torch_model, torch_info, store_root=tmp_path / "store", matrix_path=tmp_path / "m-torch.npy")
     assert second.encoded == 3 and second.reused == 0
     assert not np.array_equal(np.load(tmp_path / "m-int8.npy"), np.load(tmp_path / "m-torch.npy"))
 

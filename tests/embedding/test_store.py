@@ -18,18 +18,18 @@ def test_second_run_encodes_nothing_and_one_changed_row_reencodes_one(tmp_path, 
     model, info = encoder
     df = pl.read_parquet(bundled_slice).head(24)
     store = tmp_path / "store"
-    first = embed_prepared(prepare(tmp_path, df, "v1").prepared_path, model, info, store, tmp_path / "m1.npy", shard_rows=8)
+    first = embed_prepared(prepare(tmp_path, df, "v1").prepared_path, model, info, store_root=store, matrix_path=tmp_path / "m1.npy", shard_rows=8)
     assert first.encoded == 24 and first.reused == 0
     m1 = np.load(tmp_path / "m1.npy")
     assert m1.shape == (24, info.dim) and m1.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(m1, axis=1), 1.0, atol=1e-5)
 
-    second = embed_prepared(prepare(tmp_path, df, "v1b").prepared_path, model, info, store, tmp_path / "m2.npy")
+    second = embed_prepared(prepare(tmp_path, df, "v1b").prepared_path, model, info, store_root=store, matrix_path=tmp_path / "m2.npy")
     assert second.encoded == 0 and second.reused == 24
     np.testing.assert_array_equal(np.load(tmp_path / "m2.npy"), m1)
 
     changed = df.with_columns(pl.when(pl.col("id") == df["id"][5]).then(pl.lit("A completely new prompt.")).otherwise(pl.col("prompt")).alias("prompt"))
-    third = embed_prepared(prepare(tmp_path, changed, "v2").prepared_path, model, info, store, tmp_path / "m3.npy")
+    third = embed_prepared(prepare(tmp_path, changed, "v2").prepared_path, model, info, store_root=store, matrix_path=tmp_path / "m3.npy")
     assert third.encoded == 1 and third.reused == 23
     m3 = np.load(tmp_path / "m3.npy")
     unchanged = np.arange(24) != 5
@@ -41,7 +41,7 @@ def test_matches_a_bare_encode(tmp_path, bundled_slice, encoder):
     model, info = encoder
     df = pl.read_parquet(bundled_slice).head(12)
     pc = prepare(tmp_path, df, "bare")
-    embed_prepared(pc.prepared_path, model, info, tmp_path / "store", tmp_path / "m.npy")
+    embed_prepared(pc.prepared_path, model, info, store_root=tmp_path / "store", matrix_path=tmp_path / "m.npy")
     texts = pl.read_parquet(pc.prepared_path)["text"].to_list()
     bare = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), bare, atol=1e-4)
@@ -51,7 +51,7 @@ def test_counts_truncated_texts(tmp_path, encoder):
     model, info = encoder
     long_text = " ".join(["word"] * (info.max_seq_length + 50))
     df = pl.DataFrame({"id": ["short", "long"], "text": ["a short text", long_text]})
-    result = embed_prepared(prepare(tmp_path, df, "long").prepared_path, model, info, tmp_path / "store", tmp_path / "m.npy")
+    result = embed_prepared(prepare(tmp_path, df, "long").prepared_path, model, info, store_root=tmp_path / "store", matrix_path=tmp_path / "m.npy")
     assert result.truncated == 1
 
 

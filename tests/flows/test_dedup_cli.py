@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from selectflow.flows.cli import main
+from selectflow.tasks.io.results import Manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -61,6 +62,7 @@ def test_dedup_command_writes_kept_and_dropped_rows(tiny, tmp_path):
     assert kept.filter(pl.col("id") == "d0")["sf_duplicates_dropped"].item() == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"]["dropped_by_dedup"] == 5 and manifest["dedup"]["threshold"] == 0.9
+    assert Manifest.read(out).to_json() == manifest and "seed" not in manifest  # a dedup run's manifest, round-tripped
     # Same input, threshold and seed: the same files.
     again = tmp_path / "dd2"
     assert main(["dedup", *_common(tiny), "--threshold", "0.9", "--out", str(again)]) == 0

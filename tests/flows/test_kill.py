@@ -57,7 +57,7 @@ def test_kill_during_embedding_then_resume(tmp_path, corpus, encoder):
 
     model, info = encoder
     prepared = prepare_corpus(CorpusSpec(str(corpus), id_column="id"), tmp_path / "fresh-corpus")
-    embed_prepared(prepared.prepared_path, model, info, tmp_path / "fresh-store", tmp_path / "fresh.npy", batch_size=16)
+    embed_prepared(prepared.prepared_path, model, info, store_root=tmp_path / "fresh-store", matrix_path=tmp_path / "fresh.npy", batch_size=16)
     (resumed_matrix,) = list(cache.glob("matrix/*.npy"))
     np.testing.assert_allclose(np.load(resumed_matrix), np.load(tmp_path / "fresh.npy"), atol=1e-5)
 

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SelectionParams
+from selectflow.tasks.io.results import Manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -53,6 +54,8 @@ def test_manifest_records_input_config_encoder_versions_and_timings(run, bundled
     assert m["encoder"]["name"].startswith("all-MiniLM-L6-v2") and len(m["encoder"]["weights_hash"]) == 32
     assert {"prefect", "numpy", "polars", "torch"} <= set(m["library_versions"])
     assert {"corpus", "embed", "index", "select", "report"} <= set(m["timings_seconds"])
+    # The file is written and read through one model, which round-trips it key for key.
+    assert Manifest.read(out).to_json() == m and Manifest.read(out).cache_files.selection_arrays == m["cache_files"]["selection_arrays"]
 
 
 def test_report_is_self_contained_and_complete(run):

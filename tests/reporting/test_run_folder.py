@@ -1,9 +1,11 @@
 """reporting/run_folder.py: manifest.json's content and semantic dedup's tables (plain code, no Prefect)."""
 
+import json
+
 import numpy as np
 import polars as pl
 
-from selectflow.tasks.io.results import Embeddings, IndexRef, PreparedCorpus, Selection
+from selectflow.tasks.io.results import Embeddings, IndexRef, Manifest, PreparedCorpus, Selection
 from selectflow.tasks.reporting.run_folder import (dedup_examples, dropped_frame, library_versions, run_manifest,
                                                    texts_by_row)
 
@@ -24,7 +26,7 @@ SELECTION = Selection(key="s", sampler="kmeans", options={"k": 2}, budget=3, bud
 def test_the_manifest_names_input_rows_encoder_and_cache_files():
     m = run_manifest(run_key="r", prepared=PREPARED, embeddings=EMBEDDINGS, index=INDEX, selection=SELECTION,
                      config={"a": 1}, changes={"kept": 1, "examples": {}}, timings={"select": 0.5}, selected=3, dropped=None,
-                     outputs=["selected.parquet"])
+                     outputs=["selected.parquet"]).to_json()
     assert m["rows"] == {"read": 10, "usable": 8, "excluded": 2, "excluded_by_reason": {"empty text": 2}, "selected": 3}
     assert m["budget"] == {"requested": 0.25, "rows": 3} and m["seed"] == 7 and m["index"] == {"kind": "flat", "nlist": None}
     assert m["encoder"] == {"name": "mini", "path": "/models/mini", "weights_hash": "w", "max_seq_length": 256, "device": "cpu"}
@@ -33,9 +35,22 @@ def test_the_manifest_names_input_rows_encoder_and_cache_files():
                                 "selection_arrays": SELECTION.arrays}
     assert m["changes_since_previous"] == {"kept": 1} and "python" in m["library_versions"]
     with_dedup = run_manifest(run_key="r", prepared=PREPARED, embeddings=EMBEDDINGS, index=None, selection=SELECTION,
-                              config={}, changes=None, timings={}, selected=3, dropped=2, outputs=[])
+                              config={}, changes=None, timings={}, selected=3, dropped=2, outputs=[]).to_json()
     assert with_dedup["rows"]["dropped_by_dedup"] == 2 and with_dedup["index"] is None
-    assert with_dedup["changes_since_previous"] is None
+    assert with_dedup["changes_since_previous"] is None and "dedup" not in with_dedup and "kept" not in with_dedup["rows"]
+
+
+def test_the_manifest_round_trips_through_its_file(tmp_path):
+    manifest = run_manifest(run_key="r", prepared=PREPARED, embeddings=EMBEDDINGS, index=None, selection=SELECTION,
+                            config={"corpus": {"id_column": None}}, changes=None, timings={"select": 0.5, "n": 1},
+                            selected=3, dropped=None, outputs=["selected.parquet"])
+    manifest.write(tmp_path)
+    text = (tmp_path / "manifest.json").read_text()
+    again = Manifest.read(tmp_path)
+    assert again == manifest and again.to_json() == json.loads(text)
+    assert again.index is None and again.budget.requested == 0.25 and again.timings_seconds["n"] == 1
+    again.write(tmp_path / "copy")
+    assert (tmp_path / "copy" / "manifest.json").read_text() == text  # byte for byte
 
 
 def test_dropped_rows_beside_the_row_kept_for_them():

@@ -6,7 +6,6 @@ comparable only when they select from the same input file with the same text col
 mean the same rows in every run.
 """
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import polars as pl
 from ...errors import ConfigError, InputError
 from ...io.hashing import config_hash
 from ...io.outputs import OutputKind, check_output_dir
+from ...io.results import Manifest
 
 COMPARE_FILES = ("compare.html", "compare.json", "overlap.parquet")
 # compare.json is written last and carries the comparison's key.
@@ -56,30 +56,31 @@ def load_run(run_dir: str | Path, number: int) -> RunInfo:
         raise InputError(f"{folder}: has no manifest.json, so it is not a complete selectflow run; "
                          "pass an output folder of `selectflow select` (a run still being written has no manifest yet).")
     try:
-        m = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise InputError(f"{manifest_path}: not valid JSON ({exc}); re-run `selectflow select` into that folder.") from None
-    if "cache_files" not in m:
+        m = Manifest.read(manifest_path)
+    except ValueError as exc:  # not JSON, or not a manifest selectflow writes (pydantic's ValidationError)
+        raise InputError(f"{manifest_path}: not a selectflow manifest ({str(exc).splitlines()[0]}); "
+                         "re-run `selectflow select` into that folder.") from None
+    if m.cache_files is None:
         raise InputError(f"{manifest_path}: has no 'cache_files' entry (written by an older selectflow); "
                          "re-run the same `selectflow select` command to refresh the run.")
     if not (folder / "selected.parquet").exists():
         raise InputError(f"{folder}: selected.parquet is missing; re-run the same `selectflow select` command.")
-    cache = m["cache_files"]
-    for what, key in (("prepared corpus", "prepared_corpus"), ("embedding matrix", "embedding_matrix"),
-                      ("selection arrays", "selection_arrays")):
-        if not Path(cache[key]).exists():
-            raise InputError(f"{folder}: its {what} {cache[key]} is missing (the cache was cleared or moved); "
+    cache = m.cache_files
+    for what, path in (("prepared corpus", cache.prepared_corpus), ("embedding matrix", cache.embedding_matrix),
+                       ("selection arrays", cache.selection_arrays)):
+        if not Path(path).exists():
+            raise InputError(f"{folder}: its {what} {path} is missing (the cache was cleared or moved); "
                              "re-run the same `selectflow select` command (same --cache-dir) to rebuild it.")
-    corpus = m["config"]["corpus"]
-    sampler = m["config"]["selection"]["sampler"]
+    corpus = m.config["corpus"]
+    sampler = m.config["selection"]["sampler"]
     return RunInfo(
-        run_dir=str(folder), label=f"{number}: {sampler}", run_key=m["run_key"], sampler=sampler, seed=int(m["seed"]),
-        budget_requested=m["budget"]["requested"], selected=int(m["rows"]["selected"]), input_path=m["input"]["path"],
-        input_hash=m["input"]["content_hash"], text_columns=list(m["input"].get("text_columns") or corpus.get("text_columns") or []),
-        usable_rows=int(m["rows"]["usable"]), encoder=m["encoder"]["name"], id_column=corpus.get("id_column"),
+        run_dir=str(folder), label=f"{number}: {sampler}", run_key=m.run_key, sampler=sampler, seed=int(m.seed),
+        budget_requested=m.budget.requested, selected=int(m.rows.selected), input_path=m.input.path,
+        input_hash=m.input.content_hash, text_columns=list(m.input.text_columns or corpus.get("text_columns") or []),
+        usable_rows=m.rows.usable, encoder=m.encoder.name, id_column=corpus.get("id_column"),
         group_column=corpus.get("group_column"), label_column=corpus.get("label_column"),
-        prepared_corpus=cache["prepared_corpus"], embedding_matrix=cache["embedding_matrix"],
-        selection_arrays=cache["selection_arrays"],
+        prepared_corpus=cache.prepared_corpus, embedding_matrix=cache.embedding_matrix,
+        selection_arrays=cache.selection_arrays,
     )
 
 
