@@ -72,7 +72,7 @@ def fast_vs_naive(n: int = 500, budget: int = 40, d: int = 384, seed: int = 0) -
 
     x = clustered_embeddings(n, d, n_clusters=20, seed=seed)
     sigma = median_distance(x, np.random.default_rng(seed))
-    lmat = kernel_matrix(x, x, "rbf", sigma, jitter=1e-6)
+    lmat = kernel_matrix(x, x, "rbf", sigma=sigma, jitter=1e-6)
     t = time.perf_counter()
     fast_rows, _ = fast_greedy_map(x, budget, kernel="rbf", sigma=sigma, jitter=1e-6)
     fast_s = time.perf_counter() - t
@@ -87,7 +87,7 @@ def kdpp_vs_dppy(n: int = 1000, k: int = 50, draws: int = 10, d: int = 384, seed
 
     x = clustered_embeddings(n, d, n_clusters=20, seed=seed)
     sigma = median_distance(x, np.random.default_rng(seed))
-    lmat = kernel_matrix(x, x, "rbf", sigma, jitter=1e-6)
+    lmat = kernel_matrix(x, x, "rbf", sigma=sigma, jitter=1e-6)
     t = time.perf_counter()
     eigvals, eigvecs = np.linalg.eigh(lmat)
     eig_s = time.perf_counter() - t

@@ -75,10 +75,10 @@ def run_target_ratio(n: int, n_targets: int = 200, model: str = "linear", seed: 
     targets = clustered_embeddings(n_targets, D, seed=seed + 1)
     target_y = assign(targets, clustering.centroids)[1]
     start = time.perf_counter()
-    fast = target_influence(proxy, x, y, targets, target_y, method="factored")
+    fast = target_influence(proxy, x, y, targets=targets, target_y=target_y, method="factored")
     fast_s = time.perf_counter() - start
     start = time.perf_counter()
-    slow = target_influence(proxy, x, y, targets, target_y, method="per_example")
+    slow = target_influence(proxy, x, y, targets=targets, target_y=target_y, method="per_example")
     slow_s = time.perf_counter() - start
     return {
         "wall_s": fast_s + slow_s,

@@ -69,7 +69,7 @@ def run_greedy(n: int, method: str, dtype: str = "float64") -> dict:
     problem = build_problem(data, MIGOptions(gain="linearized"), seed=0, budget=budget)
     if method == "sparse":
         t = time.perf_counter()
-        result = greedy(problem.candidates, budget, problem.phi, "linearized", lazy=True)
+        result = greedy(problem.candidates, budget, problem.phi, gain="linearized", lazy=True)
         return {"wall_s": time.perf_counter() - t, "rows": result.rows.tolist(), "k": problem.candidates.unit.shape[1]}
     ehat = problem.candidates.ehat_rows().toarray().astype(dtype)
     t = time.perf_counter()

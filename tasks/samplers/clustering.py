@@ -57,7 +57,7 @@ def kmeans(
     embeddings: np.ndarray,
     k: int,
     seed: int,
-    n_iter: int = 20,
+    *, n_iter: int = 20,
     max_points_per_centroid: int = 256,
 ) -> Clustering:
     """Lloyd k-means with FAISS; deterministic for a seed. Trains on at most k*max_points_per_centroid rows."""

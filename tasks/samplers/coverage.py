@@ -91,7 +91,7 @@ def knn_graph(
 
 
 def partitioned_knn_graph(
-    embeddings: np.ndarray, n_neighbors: int, seed: int, cell_rows: int = 1000, probes: int = 3, n_iter: int = 10
+    embeddings: np.ndarray, n_neighbors: int, seed: int, *, cell_rows: int = 1000, probes: int = 3, n_iter: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """An approximate k-NN graph for large pools: exact search inside k-means cells and their neighbours.
 
@@ -131,7 +131,7 @@ def partitioned_knn_graph(
     return sims, rows
 
 
-def facility_location_objective(embeddings: np.ndarray, rows: np.ndarray, knn=None, n_neighbors: int = 50,
+def facility_location_objective(embeddings: np.ndarray, rows: np.ndarray, *, knn=None, n_neighbors: int = 50,
                                 graph: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """F(S) = sum_i max_{j in S and j in kNN(i)} max(sim(i, j), 0): what `facility_location` maximises."""
     sims, nbrs = graph if graph is not None else knn_graph(embeddings, n_neighbors, knn)
@@ -145,7 +145,7 @@ def facility_location(
     embeddings: np.ndarray,
     budget: int,
     seed: int,
-    knn=None,
+    *, knn=None,
     n_neighbors: int = 50,
     graph: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:

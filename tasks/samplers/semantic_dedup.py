@@ -132,7 +132,7 @@ def _validate(embeddings, quality, ids):
     return quality
 
 
-def _kmeans_canonical(x, order, k, probes, seed, n_iter, max_points_per_centroid):
+def _kmeans_canonical(x, order, k, *, probes, seed, n_iter, max_points_per_centroid):
     """(n, probes) nearest clusters of every row and their squared distances, canonical order, and the centroids:
     FAISS k-means trained and assigned in that order."""
     import faiss
@@ -163,7 +163,7 @@ def _kmeans_canonical(x, order, k, probes, seed, n_iter, max_points_per_centroid
     return labels, dists, np.asarray(km.centroids, dtype=np.float32)
 
 
-def _cluster_pairs(members: np.ndarray, probers: np.ndarray, x, rows_of: np.ndarray, radius: float, knn: int | None):
+def _cluster_pairs(members: np.ndarray, probers: np.ndarray, x, *, rows_of: np.ndarray, radius: float, knn: int | None):
     """Near-duplicate pairs (lower-ranked, higher-ranked, similarity) touching one cluster.
 
     members: rank positions of the cluster's rows (ascending); probers: rank positions of rows of other
@@ -191,7 +191,7 @@ def _cluster_pairs(members: np.ndarray, probers: np.ndarray, x, rows_of: np.ndar
     return np.maximum(a, b), np.minimum(a, b), s
 
 
-def _resolve(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray, x, rows_of: np.ndarray, rule: str):
+def _resolve(n: int, i: np.ndarray, j: np.ndarray, *, s: np.ndarray, x, rows_of: np.ndarray, rule: str):
     """Over rank positions: kept mask, and for each dropped position its kept position and similarity."""
     kept = np.ones(n, dtype=bool)
     kept_for = np.full(n, -1, dtype=np.int64)
@@ -269,7 +269,7 @@ def semantic_dedup(
 
     keys = tie_keys(n, seed, ids)
     order = np.argsort(keys, kind="stable")  # canonical position -> input row
-    labels, dists, centroids = _kmeans_canonical(x, order, k, int(probes), seed, n_iter, max_points_per_centroid)
+    labels, dists, centroids = _kmeans_canonical(x, order, k, probes=int(probes), seed=seed, n_iter=n_iter, max_points_per_centroid=max_points_per_centroid)
     t_cluster = time.perf_counter() - t0
 
     # Rank positions: quality (highest first), then the seeded key (canonical order).
@@ -306,7 +306,7 @@ def semantic_dedup(
         largest = max(largest, len(members))
         if len(members) + len(probers) < 2:
             continue
-        i, j, s = _cluster_pairs(members, probers, x, rows_of, radius, knn)
+        i, j, s = _cluster_pairs(members, probers, x, rows_of=rows_of, radius=radius, knn=knn)
         parts_i.append(i)
         parts_j.append(j)
         parts_s.append(s)
@@ -316,7 +316,7 @@ def semantic_dedup(
     if len(pi):  # a pair found from both of its clusters counts once
         _, first = np.unique(pi * n + pj, return_index=True)
         pi, pj, ps = pi[first], pj[first], ps[first]
-    kept, kept_for, sim = _resolve(n, pi, pj, ps, x, rows_of, rule)
+    kept, kept_for, sim = _resolve(n, pi, pj, s=ps, x=x, rows_of=rows_of, rule=rule)
     lost = np.flatnonzero(~kept)
     dropped, kept_rows, similarity = rows_of[lost], rows_of[kept_for[lost]], sim[lost]
     by_row = np.argsort(dropped, kind="stable")

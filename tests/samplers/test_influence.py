@@ -134,8 +134,8 @@ def test_factored_target_influence_equals_per_example_gradients(toy, kind, cosin
     x, y, linear, mlp = toy
     proxy = linear if kind == "linear" else mlp
     targets, target_y = x[200:215], y[200:215]
-    fast = target_influence(proxy, x[:60], y[:60], targets, target_y, cosine=cosine)
-    slow = target_influence(proxy, x[:60], y[:60], targets, target_y, cosine=cosine, method="per_example")
+    fast = target_influence(proxy, x[:60], y[:60], targets=targets, target_y=target_y, cosine=cosine)
+    slow = target_influence(proxy, x[:60], y[:60], targets=targets, target_y=target_y, cosine=cosine, method="per_example")
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-7)
     if cosine:
         assert np.all(np.abs(fast) <= 1 + 1e-9)
@@ -149,7 +149,7 @@ def test_target_influence_is_the_mean_pairwise_tracin(toy):
         g = linear_per_example_grads(linear.checkpoints[t], torch.from_numpy(rows), torch.from_numpy(y[:8]))
         gt = linear_per_example_grads(linear.checkpoints[t], torch.from_numpy(targets), torch.from_numpy(y[100:103]))
         expected += eta * (g @ gt.T).mean(1).numpy()
-    np.testing.assert_allclose(target_influence(linear, rows, y[:8], targets, y[100:103]), expected, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(target_influence(linear, rows, y[:8], targets=targets, target_y=y[100:103]), expected, rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
@@ -226,7 +226,7 @@ def test_target_influence_is_highest_for_near_duplicates_of_targets():
     for model, lr in (("linear", 10.0), ("mlp", 2.0)):
         proxy = train_proxy(x, y, 5, model=model, hidden=32, batch_size=32, lr=lr, epochs=3, seed=0)
         for cosine in (False, True):
-            s = target_influence(proxy, x, y, targets, y[special], cosine=cosine)
+            s = target_influence(proxy, x, y, targets=targets, target_y=y[special], cosine=cosine)
             assert set(np.argsort(-s)[:5]) == set(special), (model, cosine)
 
 
@@ -269,7 +269,7 @@ def test_ranked_band_drops_the_right_rows():
 def test_drop_fractions_remove_exactly_the_extremes(n, easiest, hardest, mode, seed):
     scores = np.random.default_rng(seed).permutation(n).astype(float)  # distinct, so the band is unambiguous
     kept = n - math.floor(easiest * n) - math.floor(hardest * n)
-    rows, _ = select_rows(scores, kept, mode, easiest, hardest, seed=seed)
+    rows, _ = select_rows(scores, kept, mode=mode, drop_easiest=easiest, drop_hardest=hardest, seed=seed)
     assert len(set(rows)) == kept
     assert scores[rows].min() == math.floor(easiest * n)
     assert scores[rows].max() == n - 1 - math.floor(hardest * n)
@@ -278,20 +278,20 @@ def test_drop_fractions_remove_exactly_the_extremes(n, easiest, hardest, mode, s
 def test_drops_apply_within_each_class():
     scores = np.concatenate([np.arange(10.0), 100 + np.arange(10.0)])
     classes = np.repeat([0, 1], 10)
-    rows, _ = select_rows(scores, 12, "middle", 0.2, 0.2, classes=classes, seed=0)
+    rows, _ = select_rows(scores, 12, mode="middle", drop_easiest=0.2, drop_hardest=0.2, classes=classes, seed=0)
     expected = set(range(2, 8)) | set(range(12, 18))
     assert set(rows) == expected
 
 
 def test_top_and_bottom_order_with_ties_by_row():
     scores = np.array([1.0, 3.0, 3.0, 0.0, 2.0])
-    np.testing.assert_array_equal(select_rows(scores, 5, "top")[0], [1, 2, 4, 0, 3])
-    np.testing.assert_array_equal(select_rows(scores, 5, "bottom")[0], [3, 0, 4, 1, 2])
+    np.testing.assert_array_equal(select_rows(scores, 5, mode="top")[0], [1, 2, 4, 0, 3])
+    np.testing.assert_array_equal(select_rows(scores, 5, mode="bottom")[0], [3, 0, 4, 1, 2])
 
 
 def test_too_few_rows_after_drops_is_a_config_error():
     with pytest.raises(ConfigError, match="drop_easiest"):
-        select_rows(np.arange(10.0), 6, "middle", 0.3, 0.3)
+        select_rows(np.arange(10.0), 6, mode="middle", drop_easiest=0.3, drop_hardest=0.3)
 
 
 @settings(max_examples=30, deadline=None)
@@ -304,7 +304,7 @@ def test_stratified_selection_respects_class_quotas(sizes, frac, mode):
     classes = np.repeat(np.arange(len(sizes)), sizes)
     scores = np.random.default_rng(len(sizes)).normal(size=len(classes))
     budget = max(1, int(frac * len(classes)))
-    rows, info = select_rows(scores, budget, mode, classes=classes, seed=1)
+    rows, info = select_rows(scores, budget, mode=mode, classes=classes, seed=1)
     got = np.bincount(classes[rows], minlength=len(sizes))
     np.testing.assert_array_equal(got, allocate_quotas(np.array(sizes), budget))
     if mode == "top":
@@ -348,7 +348,7 @@ def test_ucb_greedy_exploits_and_exploration_spreads():
 def test_ucb_respects_drops_and_budget():
     clusters = np.arange(100) % 4
     scores = np.arange(100.0)
-    rows, _ = ucb_select(scores, clusters, 30, "middle", alpha=1.0, drop_easiest=0.1, drop_hardest=0.2, seed=3)
+    rows, _ = ucb_select(scores, clusters, 30, mode="middle", alpha=1.0, drop_easiest=0.1, drop_hardest=0.2, seed=3)
     assert len(set(rows)) == 30 and scores[rows].min() >= 10 and scores[rows].max() < 80
 
 
@@ -447,10 +447,10 @@ def test_default_is_score_stratified_and_depends_on_the_seed(corpus):
 def test_stratified_mode_draws_one_row_per_score_stratum():
     scores = np.arange(100.0)
     for seed in range(5):
-        rows, _ = select_rows(scores, 10, "stratified", seed=seed)
+        rows, _ = select_rows(scores, 10, mode="stratified", seed=seed)
         # Strata of 10 consecutive ranks: exactly one pick in each, and a different draw per seed.
         np.testing.assert_array_equal(np.bincount(scores[rows].astype(int) // 10, minlength=10), np.ones(10))
-    assert len({tuple(sorted(select_rows(scores, 10, "stratified", seed=s)[0])) for s in range(5)}) > 1
+    assert len({tuple(sorted(select_rows(scores, 10, mode="stratified", seed=s)[0])) for s in range(5)}) > 1
 
 
 def test_near_duplicates_are_skipped_while_rows_remain():
@@ -459,10 +459,10 @@ def test_near_duplicates_are_skipped_while_rows_remain():
     x = np.concatenate([base, base + 1e-3 * rng.normal(size=(20, 8))])  # row i+20 duplicates row i
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     scores = np.concatenate([np.arange(20.0), np.arange(20.0) + 0.5])  # duplicates sit next to each other by score
-    rows, info = select_rows(scores, 20, "top", embeddings=x, dedup_similarity=0.95)
+    rows, info = select_rows(scores, 20, mode="top", embeddings=x, dedup_similarity=0.95)
     assert len(set((rows % 20).tolist())) == 20 and info["near_duplicates_skipped"] > 0
-    plain, _ = select_rows(scores, 20, "top")
+    plain, _ = select_rows(scores, 20, mode="top")
     assert len(set((plain % 20).tolist())) == 10  # top-k keeps the pairs together
     # A quota only duplicates can fill is still met.
-    rows, _ = select_rows(scores, 30, "top", embeddings=x, dedup_similarity=0.95)
+    rows, _ = select_rows(scores, 30, mode="top", embeddings=x, dedup_similarity=0.95)
     assert len(set(rows.tolist())) == 30

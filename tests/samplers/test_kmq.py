@@ -201,7 +201,7 @@ def test_refined_weights_are_a_distribution_with_zero_on_exhausted_clusters(rows
     prior, s, capacity = (np.array(c) for c in zip(*rows))
     if capacity.sum() == 0:
         return
-    weights, info = refine_cluster_weights(prior, s, capacity, weighting)
+    weights, info = refine_cluster_weights(prior, s, capacity, weighting=weighting)
     assert np.all(np.isfinite(weights)) and np.all(weights >= 0)
     assert weights.sum() == pytest.approx(1.0)
     assert np.all(weights[capacity == 0] == 0)
@@ -210,27 +210,27 @@ def test_refined_weights_are_a_distribution_with_zero_on_exhausted_clusters(rows
 def test_multiplicative_rule_is_eq6_renormalised():
     prior = np.array([0.5, 0.3, 0.2])
     s = np.array([1.0, 2.0, 4.0])
-    weights, info = refine_cluster_weights(prior, s, np.array([9, 9, 9]), "multiplicative")
+    weights, info = refine_cluster_weights(prior, s, np.array([9, 9, 9]), weighting="multiplicative")
     expected = s / s.sum() * prior
     np.testing.assert_allclose(weights, expected / expected.sum())
     assert info["feedback_shift"] == 0.0
 
 
 def test_non_positive_feedback_is_shifted_keeping_order_and_support():
-    weights, info = refine_cluster_weights(np.full(4, 0.25), np.array([-3.0, -1.0, 0.0, 2.0]), np.full(4, 5), "multiplicative")
+    weights, info = refine_cluster_weights(np.full(4, 0.25), np.array([-3.0, -1.0, 0.0, 2.0]), np.full(4, 5), weighting="multiplicative")
     assert info["feedback_shift"] > 3.0
     assert np.all(np.diff(weights) > 0) and weights[0] > 0
 
 
 def test_softmax_with_uniform_prior_is_the_reference_code_softmax():
     s = np.array([0.1, -0.4, 1.3, 0.0])
-    weights, _ = refine_cluster_weights(np.full(4, 0.25), s, np.full(4, 3), "softmax")
+    weights, _ = refine_cluster_weights(np.full(4, 0.25), s, np.full(4, 3), weighting="softmax")
     np.testing.assert_allclose(weights, np.exp(s) / np.exp(s).sum())
 
 
 def test_clusters_without_feedback_keep_a_neutral_weight():
     prior = np.array([0.25, 0.25, 0.25, 0.25])
-    weights, _ = refine_cluster_weights(prior, np.array([1.0, 3.0, np.nan, 2.0]), np.full(4, 5), "multiplicative")
+    weights, _ = refine_cluster_weights(prior, np.array([1.0, 3.0, np.nan, 2.0]), np.full(4, 5), weighting="multiplicative")
     # The neutral factor is the mean observed feedback (2.0), so cluster 2 ties with cluster 3.
     assert weights[2] == pytest.approx(weights[3])
     assert weights[0] < weights[2] < weights[1]

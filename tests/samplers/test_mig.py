@@ -196,9 +196,9 @@ def test_lazy_greedy_selects_exactly_what_plain_greedy_selects(gain, phi, make):
     data, problem = greedy_problem(make)
     budget = 150
     per_row = Candidates.one_per_row(problem.candidates.ehat_rows(), problem.candidates.tie_rank)
-    plain = greedy(per_row, budget, phi, gain, lazy=False)
-    lazy_per_row = greedy(per_row, budget, phi, gain, lazy=True)
-    lazy_grouped = greedy(problem.candidates, budget, phi, gain, lazy=True)
+    plain = greedy(per_row, budget, phi, gain=gain, lazy=False)
+    lazy_per_row = greedy(per_row, budget, phi, gain=gain, lazy=True)
+    lazy_grouped = greedy(problem.candidates, budget, phi, gain=gain, lazy=True)
     np.testing.assert_array_equal(lazy_per_row.rows, plain.rows)
     np.testing.assert_array_equal(lazy_grouped.rows, plain.rows)
     np.testing.assert_array_equal(lazy_grouped.gains, plain.gains)
@@ -212,7 +212,7 @@ def test_sampler_runs_the_lazy_greedy_on_its_problem(gain):
     data, problem = greedy_problem("clusters")
     sel = MIGSampler(MIGOptions(gain=gain)).select(data, 150, seed=2)
     per_row = Candidates.one_per_row(problem.candidates.ehat_rows(), problem.candidates.tie_rank)
-    plain = greedy(per_row, 150, problem.phi, gain, lazy=False)
+    plain = greedy(per_row, 150, problem.phi, gain=gain, lazy=False)
     np.testing.assert_array_equal(sel.rows, plain.rows)
     np.testing.assert_array_equal(sel.scores, plain.gains)
 

@@ -32,7 +32,7 @@ def sample_partition(
         j = int(np.searchsorted(np.cumsum(diag), rng.random() * diag.sum(), side="right"))
         j = min(j, m - 1)
         return np.array([j], dtype=np.int64), np.array([math.log(diag[j])])
-    lmat = kernel_matrix(x, x, kernel, sigma, jitter=jitter)
+    lmat = kernel_matrix(x, x, kernel, sigma=sigma, jitter=jitter)
     if q2 is not None:
         q = np.sqrt(q2)
         lmat *= q[:, None]

@@ -27,7 +27,7 @@ def median_distance(embeddings: np.ndarray, rng: np.random.Generator, sample: in
     return med if med > 1e-6 else float(np.median(positive))
 
 
-def kernel_matrix(a: np.ndarray, b: np.ndarray, kernel: str, sigma: float | None, jitter: float = 0.0) -> np.ndarray:
+def kernel_matrix(a: np.ndarray, b: np.ndarray, kernel: str, *, sigma: float | None, jitter: float = 0.0) -> np.ndarray:
     """Dense float64 kernel between row sets a and b of unit-norm vectors; jitter is added on the diagonal when a is b."""
     a64 = _unit_float64(a)
     g = a64 @ (a64 if a is b else _unit_float64(b)).T

@@ -11,7 +11,7 @@ from .kernels import kernel_matrix, median_distance
 def log_det_diversity(
     embeddings: np.ndarray,
     rows: np.ndarray,
-    kernel: Literal["rbf", "cosine"] = "rbf",
+    *, kernel: Literal["rbf", "cosine"] = "rbf",
     sigma: float | None = None,
     jitter: float = 1e-6,
     subset_size: int = 1000,
@@ -48,7 +48,7 @@ def log_det_diversity(
     with single_threaded_blas():
         for s in subsets:
             xs = embeddings[s]
-            ks = kernel_matrix(xs, xs, kernel, sigma, jitter=jitter) / (1.0 + jitter)
+            ks = kernel_matrix(xs, xs, kernel, sigma=sigma, jitter=jitter) / (1.0 + jitter)
             values.append(_logdet_psd(ks))
     log_det = float(np.mean(values))
     size = len(subsets[0])

@@ -16,7 +16,7 @@ def _check_rank(count: int, kernel_rank: int, opts: DPPOptions, where: str) -> N
         )
 
 
-def _partition_reason(partition, count, kernel_rank, x, limit) -> str:
+def _partition_reason(partition, count, kernel_rank, *, x, limit) -> str:
     if partition == "always":
         return "partition='always'"
     if _greedy_bytes(count, x.shape[0], x.shape[1]) > limit:

@@ -62,9 +62,9 @@ class DPPSampler(Sampler):
             "previous_rows_conditioned": int(len(previous)),
         }
         if opts.mode == "sample":
-            sel = self._sample(x, q2, previous, budget, sigma, kernel_rank, seed)
+            sel = self._sample(x, q2, previous, budget=budget, sigma=sigma, kernel_rank=kernel_rank, seed=seed)
         else:
-            sel = self._greedy(x, q2, previous, budget, sigma, kernel_rank, seed)
+            sel = self._greedy(x, q2, previous, budget=budget, sigma=sigma, kernel_rank=kernel_rank, seed=seed)
         sel.diagnostics = {**settings, **sel.diagnostics}
         sel.diagnostics["log_det_diversity"] = log_det_diversity(
             x, sel.rows, kernel=opts.kernel, sigma=sigma, jitter=max(opts.jitter, 1e-10), seed=seed
@@ -74,7 +74,7 @@ class DPPSampler(Sampler):
 
     # -- greedy MAP ---------------------------------------------------------------------------
 
-    def _greedy(self, x, q2, previous, budget, sigma, kernel_rank, seed) -> Selection:
+    def _greedy(self, x, q2, previous, *, budget, sigma, kernel_rank, seed) -> Selection:
         opts = self.options
         n, dim = x.shape
         limit = int(opts.memory_limit_gib * 2**30)
@@ -100,12 +100,12 @@ class DPPSampler(Sampler):
                 "factor_gib": factor_bytes / 2**30,
             }
             return Selection(rows=rows, scores=gains, weights=np.ones(budget), diagnostics=diagnostics)
-        reason = _partition_reason(opts.partition, budget + len(previous), kernel_rank, x, limit)
-        return self._partitioned(x, q2, previous, budget, sigma, seed, limit, reason)
+        reason = _partition_reason(opts.partition, budget + len(previous), kernel_rank, x=x, limit=limit)
+        return self._partitioned(x, q2, previous, budget=budget, sigma=sigma, seed=seed, limit=limit, reason=reason)
 
     # -- partitions (both modes) ----------------------------------------------------------------
 
-    def _partitioned(self, x, q2, previous, budget, sigma, seed, limit, reason) -> Selection:
+    def _partitioned(self, x, q2, previous, *, budget, sigma, seed, limit, reason) -> Selection:
         opts = self.options
         sampling = opts.mode == "sample"
         n, dim = x.shape
@@ -140,7 +140,7 @@ class DPPSampler(Sampler):
         # partitions first and each split again below (same target), which costs about sqrt(k) times less.
         k_first = k if (opts.n_partitions is not None or n * k <= _FLAT_KMEANS_PAIRS) else max(1, math.isqrt(k - 1) + 1)
         labels = kmeans(x, k_first, seed=seed, n_iter=opts.kmeans_iter).assignments
-        labels, k, n_split = self._split_oversized(x, labels, k_first, budget, target, limit, seed, row_cap)
+        labels, k, n_split = self._split_oversized(x, labels, k_first, budget=budget, target=target, limit=limit, seed=seed, row_cap=row_cap)
         sizes = np.bincount(labels, minlength=k)
         prev_counts = np.bincount(labels[previous], minlength=k) if len(previous) else np.zeros(k, np.int64)
         free = sizes - prev_counts
@@ -237,7 +237,7 @@ class DPPSampler(Sampler):
             rows=rows[order], scores=gains[order], weights=np.ones(budget), clusters=parts[order], diagnostics=diagnostics
         )
 
-    def _split_oversized(self, x, labels, k, budget, target, limit, seed, row_cap=None):
+    def _split_oversized(self, x, labels, k, *, budget, target, limit, seed, row_cap=None):
         """Split again by k-means any partition whose share of the budget is far above the target, whose
         memory exceeds the limit or (sample mode) whose rows exceed `row_cap`.
 
@@ -293,7 +293,7 @@ class DPPSampler(Sampler):
 
     # -- exact k-DPP sampling -----------------------------------------------------------------
 
-    def _sample(self, x, q2, previous, budget, sigma, kernel_rank, seed) -> Selection:
+    def _sample(self, x, q2, previous, *, budget, sigma, kernel_rank, seed) -> Selection:
         opts = self.options
         n = x.shape[0]
         pool = np.setdiff1d(np.arange(n), previous) if len(previous) else np.arange(n)
@@ -307,7 +307,7 @@ class DPPSampler(Sampler):
                 reason = "pool above sample_max_rows"
             else:
                 reason = "kernel above memory_limit_gib"
-            return self._partitioned(x, q2, previous, budget, sigma, seed, limit, reason)
+            return self._partitioned(x, q2, previous, budget=budget, sigma=sigma, seed=seed, limit=limit, reason=reason)
         if m > opts.sample_max_rows:
             raise ConfigError(
                 f"dpp mode='sample' eigendecomposes an N x N kernel and is limited to sample_max_rows={opts.sample_max_rows}; "

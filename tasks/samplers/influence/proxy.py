@@ -53,7 +53,7 @@ def proxy_logits(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tens
     return hidden @ params["W2"].T + params["b2"]
 
 
-def _init_params(kind: str, d: int, c: int, hidden: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def _init_params(kind: str, d: int, c: int, *, hidden: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     if kind == "linear":
         # Softmax regression is convex: a zero start is as good as any and needs no randomness.
         return {"W": torch.zeros(c, d), "b": torch.zeros(c)}
@@ -105,7 +105,7 @@ def train_proxy(
     n, d = x.shape
     y = np.asarray(y, dtype=np.int64)
     gen = torch.Generator().manual_seed(int(seed))
-    params = _init_params(model, d, n_classes, hidden, gen)
+    params = _init_params(model, d, n_classes, hidden=hidden, gen=gen)
     for p in params.values():
         p.requires_grad_(True)
     velocity = {name: torch.zeros_like(p) for name, p in params.items()} if momentum > 0 else None
@@ -141,7 +141,7 @@ def train_proxy(
                 (loss / m).backward()
                 loss_sum += float(loss.detach())
                 hits += int((logits.detach().argmax(1) == yb).sum())
-            _sgd_step(params, velocity, lr_now, momentum, weight_decay)
+            _sgd_step(params, velocity, lr_now, momentum=momentum, weight_decay=weight_decay)
             step += 1
             lr_sum += lr_now
             lr_steps += 1
@@ -165,7 +165,7 @@ def train_proxy(
 
 
 @torch.no_grad()
-def _sgd_step(params, velocity, lr: float, momentum: float, weight_decay: float) -> None:
+def _sgd_step(params, velocity, lr: float, *, momentum: float, weight_decay: float) -> None:
     # Plain SGD written out (as torch.optim.SGD computes it) to skip torch.optim's heavy first-step imports.
     for name, p in params.items():
         g = p.grad if weight_decay == 0 else p.grad + weight_decay * p

@@ -19,7 +19,7 @@ def ranked_band(scores: np.ndarray, drop_easiest: float, drop_hardest: float) ->
 
 
 def _order_band(
-    scores: np.ndarray, band_ascending: np.ndarray, mode: str, rng: np.random.Generator, quota: int | None = None
+    scores: np.ndarray, band_ascending: np.ndarray, mode: str, *, rng: np.random.Generator, quota: int | None = None
 ) -> np.ndarray:
     """The band in selection order: top = highest first, bottom = lowest first, middle = seeded shuffle,
     stratified = one seeded draw from each of `quota` equal-count score strata (in shuffled stratum
@@ -44,7 +44,7 @@ def _order_band(
 def select_rows(
     scores: np.ndarray,
     budget: int,
-    mode: str = "top",
+    *, mode: str = "top",
     drop_easiest: float = 0.0,
     drop_hardest: float = 0.0,
     classes: np.ndarray | None = None,
@@ -72,14 +72,14 @@ def select_rows(
         nonlocal skipped
         if not dedup:
             return ordered[:q]
-        rows, n_skipped = take_without_near_duplicates(ordered, q, embeddings, dedup_similarity)
+        rows, n_skipped = take_without_near_duplicates(ordered, q, embeddings, threshold=dedup_similarity)
         skipped += n_skipped
         return rows
 
     if classes is None:
         band = pool[ranked_band(scores[pool], drop_easiest, drop_hardest)]
         _check_band(len(band), budget, len(pool))
-        rows = take(_order_band(scores, band, mode, rng, budget), budget)
+        rows = take(_order_band(scores, band, mode, rng=rng, quota=budget), budget)
         if dedup:
             info["near_duplicates_skipped"] = int(skipped)
         return rows, info
@@ -99,7 +99,7 @@ def select_rows(
     turn = np.empty(len(labels), dtype=np.int64)
     turn[np.lexsort((np.arange(len(labels)), -quotas))] = np.arange(len(labels))
     picked = np.concatenate(
-        [take(_order_band(scores, b, mode, rng, int(q)), int(q)) if q else b[:0] for b, q in zip(bands, quotas)]
+        [take(_order_band(scores, b, mode, rng=rng, quota=int(q)), int(q)) if q else b[:0] for b, q in zip(bands, quotas)]
     )
     if dedup:
         info["near_duplicates_skipped"] = int(skipped)
@@ -109,7 +109,7 @@ def select_rows(
 
 
 def take_without_near_duplicates(
-    ordered: np.ndarray, quota: int, embeddings: np.ndarray, threshold: float, block: int = 1024
+    ordered: np.ndarray, quota: int, embeddings: np.ndarray, *, threshold: float, block: int = 1024
 ) -> tuple[np.ndarray, int]:
     """The first `quota` rows of `ordered` that have no cosine similarity above `threshold` to a row
     taken before them; if too few qualify, the skipped rows fill the rest in their order.
@@ -157,7 +157,7 @@ def ucb_select(
     scores: np.ndarray,
     clusters: np.ndarray,
     budget: int,
-    mode: str = "top",
+    *, mode: str = "top",
     alpha: float = 0.5,
     batch: int | None = None,
     drop_easiest: float = 0.0,
@@ -190,7 +190,7 @@ def ucb_select(
     queues = []
     for a in arm_ids:
         members = band[clusters[band] == a]  # still in ascending score order
-        queues.append(_order_band(scores, members, mode, rng))
+        queues.append(_order_band(scores, members, mode, rng=rng))
     k = len(arm_ids)
     batch = batch or max(1, math.ceil(budget / (4 * k)))
     pulls = np.zeros(k)

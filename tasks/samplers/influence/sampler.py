@@ -96,7 +96,7 @@ class InfluenceSampler(Sampler):
             seed=seed,
         )
         timings["train"] = time.perf_counter() - clock - sum(timings.values())
-        scores, extra = self._scores(proxy, data, y, clustering, seed)
+        scores, extra = self._scores(proxy, data, y, clustering=clustering, seed=seed)
         timings["score"] = time.perf_counter() - clock - sum(timings.values())
         mode = resolved_mode(opts.mode, opts.score)
 
@@ -107,23 +107,23 @@ class InfluenceSampler(Sampler):
                     raise ConfigError(f"influence option k={k} is larger than the {n} usable rows; pass a smaller k.")
                 clustering = kmeans(x, k, seed=seed, n_iter=opts.n_iter)
             rows, info = ucb_select(
-                scores, clustering.assignments, budget, mode, opts.ucb_alpha, opts.ucb_batch,
-                opts.drop_easiest, opts.drop_hardest, seed, candidates,
+                scores, clustering.assignments, budget, mode=mode, alpha=opts.ucb_alpha, batch=opts.ucb_batch,
+                drop_easiest=opts.drop_easiest, drop_hardest=opts.drop_hardest, seed=seed, candidates=candidates,
             )
             sel_clusters = clustering.assignments[rows]
             curve = info.pop("ucb_pull_rewards")
             extra.setdefault("curves", {})["UCB: mean reward per pull"] = _subsample_curve(curve)
         else:
             rows, info = select_rows(
-                scores, budget, mode, opts.drop_easiest, opts.drop_hardest,
-                y if opts.balance == "class" else None, seed, candidates,
+                scores, budget, mode=mode, drop_easiest=opts.drop_easiest, drop_hardest=opts.drop_hardest,
+                classes=y if opts.balance == "class" else None, seed=seed, candidates=candidates,
                 embeddings=x, dedup_similarity=opts.dedup_similarity,
             )
             sel_clusters = clustering.assignments[rows] if clustering is not None and label_note == "clusters" else None
         if "class_quotas" in info and len(info["class_quotas"]) > 50:
             info["class_quotas"] = dict(sorted(info["class_quotas"].items(), key=lambda kv: -kv[1])[:50])
         timings["select"] = time.perf_counter() - clock - sum(timings.values())
-        diagnostics = self._diagnostics(proxy, scores, y, class_names, rows, label_note, batch_size, forgetting_every)
+        diagnostics = self._diagnostics(proxy, scores, y, class_names=class_names, rows=rows, label_note=label_note, batch_size=batch_size, forgetting_every=forgetting_every)
         diagnostics["seconds"] = {k: round(v, 3) for k, v in timings.items()}
         diagnostics.update(info)
         for key, value in extra.items():
@@ -179,7 +179,7 @@ class InfluenceSampler(Sampler):
                 f"of parameters and checkpoints (limit {PROXY_MEMORY_LIMIT / 2**30:.0f} GiB); {hint}."
             )
 
-    def _scores(self, proxy: ProxyModel, data: SelectionInput, y: np.ndarray, clustering, seed: int):
+    def _scores(self, proxy: ProxyModel, data: SelectionInput, y: np.ndarray, *, clustering, seed: int):
         opts = self.options
         x = data.embeddings
         extra: dict = {}
@@ -196,7 +196,7 @@ class InfluenceSampler(Sampler):
             extra["never_learned_rows"] = int((~proxy.ever_correct).sum())
             return s, extra
         if opts.score == "vog":
-            return vog(proxy, x, y, opts.vog_normalize, opts.vog_output), {
+            return vog(proxy, x, y, normalize=opts.vog_normalize, output=opts.vog_output), {
                 "vog_output": opts.vog_output if opts.vog_output != "auto" else ("log_softmax" if opts.model == "linear" else "logit"),
                 "vog_normalize": opts.vog_normalize,
             }
@@ -217,12 +217,12 @@ class InfluenceSampler(Sampler):
             from ..clustering import assign
 
             target_y = assign(targets, centroids)[1]
-        s = target_influence(proxy, x, y, targets, target_y, cosine=opts.target_cosine)
+        s = target_influence(proxy, x, y, targets=targets, target_y=target_y, cosine=opts.target_cosine)
         extra["target_rows"] = int(len(targets))
         extra["target_classes"] = {str(k): int(v) for k, v in zip(*np.unique(target_y, return_counts=True))}
         return s, extra
 
-    def _diagnostics(self, proxy, scores, y, class_names, rows, label_note, batch_size, forgetting_every) -> dict:
+    def _diagnostics(self, proxy, scores, y, *, class_names, rows, label_note, batch_size, forgetting_every) -> dict:
         opts = self.options
         counts = np.bincount(y, minlength=len(class_names))
         order = np.lexsort((np.arange(len(counts)), -counts))

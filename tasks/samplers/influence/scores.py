@@ -91,7 +91,7 @@ def vog(
     proxy: ProxyModel,
     x: np.ndarray,
     y: np.ndarray,
-    normalize: str = "class",
+    *, normalize: str = "class",
     output: str = "auto",
     checkpoints=None,
 ) -> np.ndarray:

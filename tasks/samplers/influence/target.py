@@ -12,7 +12,7 @@ def target_influence(
     proxy: ProxyModel,
     x: np.ndarray,
     y: np.ndarray,
-    targets: np.ndarray,
+    *, targets: np.ndarray,
     target_y: np.ndarray,
     cosine: bool = False,
     method: str = "factored",
@@ -33,7 +33,7 @@ def target_influence(
     align = _factored_alignment if method == "factored" else _per_example_alignment
     out = np.zeros(len(x))
     for t, eta in enumerate(etas):
-        out += eta * align(proxy.checkpoints[t], x, y, targets, target_y, cosine)
+        out += eta * align(proxy.checkpoints[t], x, y, targets=targets, target_y=target_y, cosine=cosine)
     return out
 
 
@@ -42,7 +42,7 @@ def _safe_divide(values: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
     return torch.where(norms > 0, values / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(values))
 
 
-def _factored_alignment(params, x, y, targets, target_y, cosine: bool) -> np.ndarray:
+def _factored_alignment(params, x, y, *, targets, target_y, cosine: bool) -> np.ndarray:
     # Mean target gradient per layer, as [G_W | G_b] (float64: it sums many rows).
     g_mean: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     for _, factors in _factor_chunks(params, targets, target_y):
@@ -61,7 +61,7 @@ def _factored_alignment(params, x, y, targets, target_y, cosine: bool) -> np.nda
     return out
 
 
-def _per_example_alignment(params, x, y, targets, target_y, cosine: bool) -> np.ndarray:
+def _per_example_alignment(params, x, y, *, targets, target_y, cosine: bool) -> np.ndarray:
     n_params = sum(int(p.numel()) for p in params.values())
     size = _row_chunk(n_params, lo=8, hi=4096)
 

@@ -25,7 +25,7 @@ def choose_k_by_silhouette(
     embeddings: np.ndarray,
     budget: int,
     seed: int,
-    n_iter: int = 20,
+    *, n_iter: int = 20,
     sample_size: int = 5000,
     metric: Literal["euclidean", "cosine"] = "euclidean",
     rows_per_cluster: float = 5.0,

@@ -13,7 +13,7 @@ def kcenter_greedy(
     embeddings: np.ndarray,
     budget: int,
     seed: int,
-    start: Literal["random", "mean"] = "random",
+    *, start: Literal["random", "mean"] = "random",
     previous_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Farthest-point k-center greedy (Gonzalez 1985): a 2-approximation of the minimax covering radius.

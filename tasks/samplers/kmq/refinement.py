@@ -31,7 +31,7 @@ def refine_cluster_weights(
     prior: np.ndarray,
     cluster_feedback: np.ndarray,
     capacity: np.ndarray,
-    weighting: Literal["multiplicative", "softmax"] = "multiplicative",
+    *, weighting: Literal["multiplicative", "softmax"] = "multiplicative",
     temperature: float = 1.0,
 ) -> tuple[np.ndarray, dict]:
     """One round of iterative kMQ cluster weights (paper Eq. 6 or the reference code's softmax).

@@ -33,9 +33,9 @@ class KMeansSampler(Sampler):
         previous = _previous_rows(data)
         feedback = _feedback(data, previous)
         if self.options.method == "kcenter":
-            return self._kcenter(data, budget, seed, previous, feedback)
+            return self._kcenter(data, budget, seed, previous=previous, feedback=feedback)
         if len(previous):
-            return self._refine(data, budget, seed, previous, feedback)
+            return self._refine(data, budget, seed, previous=previous, feedback=feedback)
         return self._static(data, budget, seed)
 
     def _static(self, data: SelectionInput, budget: int, seed: int) -> Selection:
@@ -47,8 +47,8 @@ class KMeansSampler(Sampler):
             k = opts.k
         elif opts.k_selection == "silhouette":
             k, clustering, grid, scores = choose_k_by_silhouette(
-                data.embeddings, budget, seed, opts.n_iter, opts.silhouette_sample_size, opts.silhouette_metric,
-                opts.rows_per_cluster, opts.max_k,
+                data.embeddings, budget, seed, n_iter=opts.n_iter, sample_size=opts.silhouette_sample_size, metric=opts.silhouette_metric,
+                rows_per_cluster=opts.rows_per_cluster, max_k=opts.max_k,
             )
             silhouette = {"silhouette_k_grid": grid, "silhouette_scores": scores, "silhouette_metric": opts.silhouette_metric}
         else:
@@ -61,7 +61,7 @@ class KMeansSampler(Sampler):
         quotas = allocate_quotas(sizes, budget)
         rng = np.random.default_rng(seed)
         members_of = _members_by_cluster(clustering.assignments, k)
-        per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas, rng)
+        per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas=quotas, rng=rng)
         rows, scores, clusters = _round_robin(per_cluster, probs, sizes)
         cluster_weights = sizes / sizes.sum()
         return Selection(
@@ -87,7 +87,7 @@ class KMeansSampler(Sampler):
         )
 
     def _refine(
-        self, data: SelectionInput, budget: int, seed: int, previous: np.ndarray, feedback: np.ndarray | None
+        self, data: SelectionInput, budget: int, seed: int, *, previous: np.ndarray, feedback: np.ndarray | None
     ) -> Selection:
         opts = self.options
         n = data.n_rows
@@ -110,14 +110,14 @@ class KMeansSampler(Sampler):
         else:
             prior, prior_source = sizes / sizes.sum(), "size"
         s, feedback_counts = cluster_feedback_means(clustering.assignments, k, previous, feedback)
-        weights, info = refine_cluster_weights(prior, s, capacity, opts.refinement_weighting, opts.softmax_temperature)
+        weights, info = refine_cluster_weights(prior, s, capacity, weighting=opts.refinement_weighting, temperature=opts.softmax_temperature)
         quotas = allocate_weighted(weights, capacity, budget)
         # A different stream per round, so a repeated seed does not replay the first round's draws.
         rng = np.random.default_rng([seed, len(previous)])
         is_previous = np.zeros(n, dtype=bool)
         is_previous[previous] = True
         members_of = [m[~is_previous[m]] for m in _members_by_cluster(clustering.assignments, k)]
-        per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas, rng)
+        per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas=quotas, rng=rng)
         rows, scores, clusters = _round_robin(per_cluster, probs, quotas)
         outside = 0
         if feedback is not None:
@@ -150,9 +150,9 @@ class KMeansSampler(Sampler):
         )
 
     def _kcenter(
-        self, data: SelectionInput, budget: int, seed: int, previous: np.ndarray, feedback: np.ndarray | None
+        self, data: SelectionInput, budget: int, seed: int, *, previous: np.ndarray, feedback: np.ndarray | None
     ) -> Selection:
-        rows, scores, radius = kcenter_greedy(data.embeddings, budget, seed, self.options.kcenter_start, previous)
+        rows, scores, radius = kcenter_greedy(data.embeddings, budget, seed, start=self.options.kcenter_start, previous_rows=previous)
         return Selection(
             rows=rows,
             scores=scores,
@@ -168,13 +168,13 @@ class KMeansSampler(Sampler):
             },
         )
 
-    def _draw(self, data: SelectionInput, assignments: np.ndarray, members_of, quotas, rng):
+    def _draw(self, data: SelectionInput, assignments: np.ndarray, members_of, *, quotas, rng):
         """Exactly quotas[c] of members_of[c] for each cluster c, and a score per row (its draw or inclusion probability)."""
         if self.options.within_cluster == "balanced":
-            return self._draw_balanced(data, assignments, members_of, quotas, rng)
+            return self._draw_balanced(data, assignments, members_of, quotas=quotas, rng=rng)
         return self._draw_independent(data.quality, members_of, quotas, rng)
 
-    def _draw_balanced(self, data: SelectionInput, assignments: np.ndarray, members_of, quotas, rng):
+    def _draw_balanced(self, data: SelectionInput, assignments: np.ndarray, members_of, *, quotas, rng):
         """Spatially balanced draws: π ∝ quality within each cluster (Σπ = quota), pivotal method along a PCA tree."""
         n = data.n_rows
         pi = np.zeros(n, dtype=np.float64)

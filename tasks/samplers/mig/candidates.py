@@ -59,7 +59,7 @@ def build_candidates(
     indicator: sp.csr_matrix,
     set_ids: np.ndarray,
     quality: np.ndarray | None,
-    propagation: sp.csr_matrix,
+    *, propagation: sp.csr_matrix,
     normalize_by_label_count: bool,
     memory_budget_bytes: float,
     tie_rank: np.ndarray | None = None,

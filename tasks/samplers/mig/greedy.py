@@ -84,7 +84,7 @@ def greedy(
     candidates: Candidates,
     budget: int,
     phi: Phi,
-    gain: Literal["exact", "linearized"] = "exact",
+    *, gain: Literal["exact", "linearized"] = "exact",
     x0: np.ndarray | None = None,
     excluded_rows: np.ndarray | None = None,
     lazy: bool = True,

@@ -171,7 +171,7 @@ def build_label_graph(
     labels: Labels,
     target_degree: float | None,
     threshold: float | None,
-    max_edges: int,
+    *, max_edges: int,
     relative_degree: float = 0.0,
     kind: Literal["threshold", "knn"] = "threshold",
 ) -> LabelGraph:

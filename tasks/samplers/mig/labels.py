@@ -39,7 +39,7 @@ def cluster_level_sizes(
     n_rows: int,
     levels: int,
     base: int | None,
-    budget: int | None = None,
+    *, budget: int | None = None,
     clusters_per_budget: float = 1.0,
     spacing: str = "halving",
 ) -> list[int]:
@@ -108,7 +108,7 @@ def cluster_labels(
     embeddings: np.ndarray,
     sizes: list[int],
     seed: int,
-    n_iter: int,
+    *, n_iter: int,
     center: np.ndarray | None = None,
     nested: bool = False,
 ) -> Labels:

@@ -24,7 +24,7 @@ def tie_ranks(
     n: int,
     seed: int,
     tie_break: str,
-    set_ids: np.ndarray | None = None,
+    *, set_ids: np.ndarray | None = None,
     embeddings: np.ndarray | None = None,
     center: np.ndarray | None = None,
     central_share: float = 1.0,
@@ -105,7 +105,7 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
         labels = column_labels(data.embeddings, data.labels, center, budget_bytes)
     else:
         spacing = options.level_spacing
-        sizes = cluster_level_sizes(n, options.cluster_levels, options.base_clusters, budget, options.clusters_per_budget)
+        sizes = cluster_level_sizes(n, options.cluster_levels, options.base_clusters, budget=budget, clusters_per_budget=options.clusters_per_budget)
         nested = options.nested_clusters
         if nested is None:
             nested = n * sum(sizes) > FLAT_KMEANS_WORK
@@ -113,14 +113,14 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
             spacing = "geometric" if nested else "halving"
         if spacing == "geometric":
             sizes = cluster_level_sizes(
-                n, options.cluster_levels, options.base_clusters, budget, options.clusters_per_budget, "geometric"
+                n, options.cluster_levels, options.base_clusters, budget=budget, clusters_per_budget=options.clusters_per_budget, spacing="geometric"
             )
         label_bytes = sum(sizes) * data.embeddings.shape[1] * 4
         if label_bytes > budget_bytes:
             raise ResourceError(
                 f"MIG's {sum(sizes)} cluster labels need {label_bytes / 2**30:.1f} GiB of centroids; lower base_clusters or cluster_levels."
             )
-        labels = cluster_labels(data.embeddings, sizes, seed, options.kmeans_iter, center, nested)
+        labels = cluster_labels(data.embeddings, sizes, seed, n_iter=options.kmeans_iter, center=center, nested=nested)
     max_edges = int(budget_bytes / 4 / 24)  # the graph may use a quarter of the budget (row, col, weight, CSR copies)
     prop_weight = options.prop_weight
     if prop_weight is None:
@@ -129,7 +129,7 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
         prop_weight = 1.0 if labels.source == "labels" or explicit_graph else 0.0
     if prop_weight > 0:
         graph = build_label_graph(
-            labels, options.target_degree, options.similarity_threshold, max_edges, options.relative_degree, options.graph
+            labels, options.target_degree, options.similarity_threshold, max_edges=max_edges, relative_degree=options.relative_degree, kind=options.graph
         )
     else:
         # No propagation: A = I whatever the graph, so none is built (K x K similarity search saved).
@@ -140,18 +140,18 @@ def build_problem(data: SelectionInput, options: MIGOptions, seed: int, budget: 
         labels.indicator,
         labels.set_ids,
         data.quality,
-        propagation,
-        options.normalize_by_label_count,
-        budget_bytes,
+        propagation=propagation,
+        normalize_by_label_count=options.normalize_by_label_count,
+        memory_budget_bytes=budget_bytes,
         tie_rank=tie_ranks(
             n,
             seed,
             options.tie_break,
-            labels.set_ids,
-            data.embeddings,
-            center,
-            options.central_share,
-            labels.finest if options.central_reference == "finest" else None,
+            set_ids=labels.set_ids,
+            embeddings=data.embeddings,
+            center=center,
+            central_share=options.central_share,
+            reference_ids=labels.finest if options.central_reference == "finest" else None,
         ),
     )
     phi = Phi(kind=options.phi, b=options.phi_b, alpha=options.phi_alpha)

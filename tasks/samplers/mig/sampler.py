@@ -37,7 +37,7 @@ class MIGSampler(Sampler):
                 raise InputError(f"previous_rows has rows outside 0..{data.n_rows - 1}; pass rows of this corpus.")
             # Rows picked in earlier rounds already hold their information: start from it, never pick them again.
             x0 = np.asarray(cands.ehat_rows(previous).sum(axis=0)).ravel()
-        result = greedy(cands, budget, problem.phi, opts.gain, x0=x0, excluded_rows=previous, lazy=True)
+        result = greedy(cands, budget, problem.phi, gain=opts.gain, x0=x0, excluded_rows=previous, lazy=True)
         return Selection(
             rows=result.rows,
             scores=result.gains,

@@ -123,7 +123,7 @@ def sample_fixed_size(
     q: np.ndarray,
     budget: int,
     rng: np.random.Generator,
-    scheme: Literal["pivotal", "systematic"] = "pivotal",
+    *, scheme: Literal["pivotal", "systematic"] = "pivotal",
     order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Exactly `budget` distinct rows with inclusion probabilities π = min(1, c·q); returns (rows, π, c).

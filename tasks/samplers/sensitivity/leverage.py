@@ -91,7 +91,7 @@ def leverage_scores(a: np.ndarray, ridge: float = 0.0) -> np.ndarray:
 
 def lewis_weights(
     a: np.ndarray,
-    p: float = 1.0,
+    *, p: float = 1.0,
     n_iter: int = 50,
     tol: float = 1e-6,
     return_info: bool = False,

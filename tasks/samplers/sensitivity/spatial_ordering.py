@@ -5,7 +5,7 @@ import numpy as np
 from .memory import _chunk_rows
 
 
-def _segment_sums(x: np.ndarray, rows: np.ndarray, seg: np.ndarray, n_seg: int, weights: np.ndarray | None = None) -> np.ndarray:
+def _segment_sums(x: np.ndarray, rows: np.ndarray, seg: np.ndarray, *, n_seg: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Σ_{i in segment s} w_i·x[rows_i] for every segment s, in row chunks (a sparse indicator product per chunk)."""
     import scipy.sparse
 
@@ -21,7 +21,7 @@ def _segment_sums(x: np.ndarray, rows: np.ndarray, seg: np.ndarray, n_seg: int, 
     return out
 
 
-def _segment_projection(x, rows, seg, mean, direction) -> np.ndarray:
+def _segment_projection(x, rows, seg, *, mean, direction) -> np.ndarray:
     """(x[rows_i] − mean_s)·v_s for each row i of segment s, in row chunks."""
     offset = np.einsum("ij,ij->i", mean, direction)
     direction = direction.astype(np.float32)
@@ -112,7 +112,7 @@ def _matching_order(xs: np.ndarray, max_rounds: int = 8) -> np.ndarray:
     return np.lexsort(keys)
 
 
-def _split_block_to_leaves(xs: np.ndarray, seg: np.ndarray, rng: np.random.Generator, leaf_size: int, power_iters: int) -> np.ndarray:
+def _split_block_to_leaves(xs: np.ndarray, seg: np.ndarray, rng: np.random.Generator, *, leaf_size: int, power_iters: int) -> np.ndarray:
     """Finish the tree inside one block of whole segments (rows already gathered): the block's permutation."""
     import scipy.sparse
 
@@ -156,7 +156,7 @@ def _split_block_to_leaves(xs: np.ndarray, seg: np.ndarray, rng: np.random.Gener
 def spatial_order(
     x: np.ndarray,
     rng: np.random.Generator,
-    groups: np.ndarray | None = None,
+    *, groups: np.ndarray | None = None,
     leaf_size: int = 1024,
     power_iters: int = 2,
 ) -> np.ndarray:
@@ -188,14 +188,14 @@ def spatial_order(
         n_seg = int(local.max()) + 1
         rows = order[pos]
         local_counts = np.bincount(local, minlength=n_seg)
-        mean = _segment_sums(x, rows, local, n_seg) / local_counts[:, None]
+        mean = _segment_sums(x, rows, local, n_seg=n_seg) / local_counts[:, None]
         direction = rng.standard_normal((n_seg, x.shape[1]))
         for _ in range(power_iters):
-            p = _segment_projection(x, rows, local, mean, direction)
-            direction = _segment_sums(x, rows, local, n_seg, p) - mean * np.bincount(local, weights=p, minlength=n_seg)[:, None]
+            p = _segment_projection(x, rows, local, mean=mean, direction=direction)
+            direction = _segment_sums(x, rows, local, n_seg=n_seg, weights=p) - mean * np.bincount(local, weights=p, minlength=n_seg)[:, None]
             norms = np.linalg.norm(direction, axis=1, keepdims=True)
             direction = np.divide(direction, norms, out=np.zeros_like(direction), where=norms > 0)
-        proj = _segment_projection(x, rows, local, mean, direction)
+        proj = _segment_projection(x, rows, local, mean=mean, direction=direction)
         within, upper = _principal_split(proj, local, local_counts)
         order[pos] = rows[within]
         key = seg * 2
@@ -211,7 +211,7 @@ def spatial_order(
         a, b = int(seg_start[lo]), int(seg_start[hi])
         if (counts[lo:hi] > 2).any():
             xs = np.asarray(x[order[a:b]], dtype=np.float32)
-            perm = _split_block_to_leaves(xs, seg[a:b], rng, leaf_size, power_iters)
+            perm = _split_block_to_leaves(xs, seg[a:b], rng, leaf_size=leaf_size, power_iters=power_iters)
             order[a:b] = order[a:b][perm]
         lo = hi
     return order
