@@ -1,4 +1,4 @@
-"""The one registry of samplers. A new sampler is one module in this folder and one line here."""
+"""The one registry of samplers. A new sampler is one module or package in this folder and one line here."""
 
 from ..errors import ConfigError
 from .base import Sampler

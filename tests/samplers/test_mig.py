@@ -63,7 +63,7 @@ def dense_phi(kind, b, alpha):
 
 
 def dense_greedy(ehat, budget, kind="pow", b=0.8, alpha=1.0, gain="exact"):
-    """The reference code's loop on a dense N x K matrix, written independently of mig.py."""
+    """The reference code's loop on a dense N x K matrix, written independently of the mig package."""
     phi, dphi = dense_phi(kind, b, alpha)
     x = np.zeros(ehat.shape[1])
     free = np.ones(ehat.shape[0], dtype=bool)

@@ -17,7 +17,7 @@ Paper vs reference code, both offered:
 - gain="exact" (default): the paper's marginal gain E(S + d) - E(S) (Eqs. 9-11), for which the
   (1 - 1/e) greedy guarantee holds (E is monotone submodular, App. C).
 - gain="linearized": the reference code's first-order gain <e_hat_d, phi'(x_S)>, with
-  phi'(x) = b (x + 1e-6)^(b-1) for the power phi as in `MIGSampler._d_phi_pow`.
+  phi'(x) = b (x + 1e-6)^(b-1) for the power phi as in `Phi.derivative` (mig/information.py).
 
 Departures from the paper and the reference code, and why. The measurements are the protocol of
 bench/tune_quality.py on the demo data (8,800 rows, 8 families, 44 templates; pool 7,040; budgets 1%,
