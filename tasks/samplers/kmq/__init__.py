@@ -23,7 +23,7 @@ Departures in the defaults, for a user who runs `select --sampler kmeans` with n
     π_i = min(1, c·q_i) (Σπ = b_j; q = quality, softmax(quality) or 1) by the pivotal method
     (Deville & Tillé 1998) along a tree of the cluster's rows: PCA median splits (Shimizu et al.,
     ICLR 2024) down to at most 1024 rows, then recursive nearest-neighbour matching
-    (`sensitivity.spatial_order`). Siblings are near neighbours, so each subtree gets its expected
+    (`spatial_order`, sensitivity/spatial_ordering.py). Siblings are near neighbours, so each subtree gets its expected
     share of the quota (the rows spread over the cluster) and near-duplicates are paired first: with
     π < 1/2 at most one of a pair survives. The paper draws from Multinomial(D_j, p(x|q)); here the
     quality still sets the inclusion probability of every row exactly (a row's first-draw
