@@ -43,7 +43,7 @@ class Flag:
 
 
 def budget_type(value: str):
-    """`Budget` (flows/params.py) as an argparse type."""
+    """`Budget` (tasks/samplers/budget.py) as an argparse type."""
     try:
         return parse_budget(value)
     except ValueError as exc:

@@ -6,11 +6,12 @@ sampler appears here without an edit.
 """
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from selectflow.tasks.samplers import SAMPLERS
+from selectflow.tasks.samplers.budget import Budget, parse_budget  # noqa: F401  (parse_budget: the CLI's budget flags)
 
 
 def bundled_corpus() -> str:
@@ -58,28 +59,7 @@ class EncoderParams(BaseModel):
     index: Literal["auto", "flat", "ivf", "hnsw"] = Field(default="auto", description="FAISS index: auto is exact (flat) up to 100k rows, IVF above.")
 
 
-Budget = Union[
-    Annotated[int, Field(ge=1, description="A whole number of rows.")],
-    Annotated[float, Field(gt=0, lt=1, description="A fraction of the usable rows.")],
-]
-
 SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
-
-_BUDGET = TypeAdapter(Budget)
-
-
-def parse_budget(value) -> Union[int, float]:
-    """A budget written as text ('0.05', '500', '5e2'), checked against `Budget`: a whole number is a row count,
-    anything else must be a fraction in (0, 1). Raises ValueError with a message that says what to pass."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"budget {value!r} is not a number; pass e.g. 0.05 or 500") from None
-    try:
-        return _BUDGET.validate_python(int(number) if number.is_integer() else number)
-    except ValidationError:
-        raise ValueError(f"budget {value} is neither a fraction between 0 and 1 nor a whole number of rows; "
-                         "pass e.g. 0.05 or 500") from None
 
 SamplerOptions = create_model(
     "SamplerOptions",

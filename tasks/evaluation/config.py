@@ -4,22 +4,17 @@
 Plain code: no Prefect import.
 """
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
 from ..samplers import SAMPLERS, get_sampler
+from ..samplers.budget import Budget
 
 BASELINE = "random"
 # Strong baselines beside random: coverage methods a sampler should be compared with, not only random.
 BASELINES = ("kmeans-medoids", "facility-location")
-
-Budget = Union[
-    Annotated[int, Field(ge=1, description="A whole number of pool rows.")],
-    Annotated[float, Field(gt=0, lt=1, description="A fraction of the pool rows.")],
-]
-
 
 def default_samplers() -> list[str]:
     """Every registered sampler except the random baseline (which always runs)."""

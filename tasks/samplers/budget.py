@@ -1,8 +1,33 @@
 """Budget semantics shared by the CLI, the flows and every sampler."""
 
 import math
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from ..errors import ConfigError
+
+# The one declaration of a budget: the flow parameters, the CLI, the Run form and the evaluation use it.
+Budget = Union[
+    Annotated[int, Field(ge=1, title="rows", description="A whole number of rows.")],
+    Annotated[float, Field(gt=0, lt=1, title="fraction", description="A fraction of the rows to select from (the usable rows; in an evaluation, the pool).")],
+]
+
+_BUDGET = TypeAdapter(Budget)
+
+
+def parse_budget(value) -> Union[int, float]:
+    """A budget written as text ('0.05', '500', '5e2'), checked against `Budget`: a whole number is a row count,
+    anything else must be a fraction in (0, 1). Raises ValueError with a message that says what to pass."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"budget {value!r} is not a number; pass e.g. 0.05 or 500") from None
+    try:
+        return _BUDGET.validate_python(int(number) if number.is_integer() else number)
+    except ValidationError:
+        raise ValueError(f"budget {value} is neither a fraction between 0 and 1 nor a whole number of rows; "
+                         "pass e.g. 0.05 or 500") from None
 
 
 def resolve_budget(budget: float | int, n_usable: int) -> int:
