@@ -93,6 +93,8 @@ FLAGS: dict[type[BaseModel], dict[str, Flag]] = {
                       why="checked by semantic_dedup.check_threshold (the same (0, 1] bounds) with a one-line error"),
         "min_per_group": Flag(metavar="N"),
         "min_per_label": Flag(metavar="N"),
+        "partitions": Flag(metavar="K"),
+        "memory_limit": Flag(metavar="GiB"),
     },
     OutputParams: {
         "out_dir": Flag("--out", "DIR"),

@@ -87,9 +87,15 @@ class SelectionParams(BaseModel):
 
     min_per_group: Optional[int] = Field(default=None, ge=1, description="Coverage floor: every group of the group column gets at least this many selected rows (all its rows if fewer) when the budget allows; lowered to fit the budget otherwise. Empty: none.")
     min_per_label: Optional[int] = Field(default=None, ge=1, description="Coverage floor: every label of the labels column gets at least this many selected rows when the budget allows. Empty: none.")
+    partitions: Optional[int] = Field(default=None, ge=1, le=1_000_000, description="Partitioned selection for corpora too large for one machine: embeddings stay as shards (no (N, D) matrix, no index over all rows), rows are routed to this many k-means partitions, the sampler runs on each partition as one task on the task runner, and the picks are merged to exactly the budget (in proportion to partition size, near-duplicates across partition borders replaced). Empty: off, unless --memory-limit is given.")
+    memory_limit: Optional[float] = Field(default=None, gt=0, le=1_000_000, description="GiB of memory per process for partitioned selection: chooses the number of partitions (planning/partitions.py: partitions_for_memory) when --partitions is not given. Empty: no limit.")
 
     def sampler_options(self) -> dict:
         return getattr(self.options, self.sampler).model_dump()
+
+    def partitioned(self) -> bool:
+        """Partitioned selection: asked for with `partitions`, or chosen by a memory limit."""
+        return self.partitions is not None or self.memory_limit is not None
 
     def floors(self) -> dict:
         """The coverage floors asked for, as select-task arguments (empty when none)."""

@@ -108,12 +108,22 @@ def _rounds(selection: SelectionParams, target: Embeddings | None) -> Rounds:
     return Rounds(target=target, feedback=selection.feedback, previous=selection.previous_runs or [])
 
 
+def _embed_for(selection: SelectionParams):
+    """embed_corpus, or in partitioned selection embed_shards (no (N, D) matrix, no index over all rows)."""
+    from selectflow.flows.partitioned import run_embed_shards
+
+    return run_embed_shards if selection.partitioned() else run_embed_corpus
+
+
 def check_floors(corpus: CorpusParams, selection: SelectionParams) -> None:
     """Coverage floors need their column: fail before any work, naming the flag to add."""
     if selection.min_per_group is not None and not corpus.group_column:
         raise ConfigError("--min-per-group needs a group column: pass --group COL.")
     if selection.min_per_label is not None and not corpus.label_column:
         raise ConfigError("--min-per-label needs a labels column: pass --labels COL.")
+    from selectflow.flows.partitioned import check_partitioned
+
+    check_partitioned(selection)
 
 
 def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams) -> dict:
@@ -123,7 +133,9 @@ def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: Selecti
                           "options": selection.sampler_options(), "target": selection.target,
                           "target_text_columns": selection.target_text_columns, "feedback": selection.feedback,
                           "previous_runs": selection.previous_runs, "per_group": selection.per_group,
-                          **({"dedup": selection.dedup} if selection.dedup is not None else {}), **selection.floors()}}
+                          **({"dedup": selection.dedup} if selection.dedup is not None else {}), **selection.floors(),
+                          **{k: v for k, v in (("partitions", selection.partitions),
+                                               ("memory_limit", selection.memory_limit)) if v is not None}}}
 
 
 def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams,
@@ -134,7 +146,11 @@ def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder
     if selection.target:
         target_corpus = CorpusParams(path=selection.target, text_columns=selection.target_text_columns or corpus.text_columns)
         target = timer.run("target", run_embed_corpus, target_corpus, encoder, output.cache_dir, runner).embeddings
-    if selection.per_group:
+    if selection.partitioned():
+        from selectflow.flows.partitioned import run_select_partitioned
+
+        chosen = timer.run("select", run_select_partitioned, embedded.prepared, embedded.embeddings, selection, cache, runner)
+    elif selection.per_group:
         groups_flow = select_groups.with_options(task_runner=make_task_runner(runner))
         chosen = timer.run("select", groups_flow, embedded.prepared, embedded.embeddings, selection=selection,
                            cache=cache, target=target)
@@ -163,7 +179,7 @@ def select_subset(
     config = _run_config(corpus, encoder, selection)
     run_key = config_hash(config)
     out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
-    embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
+    embedded = _embed_for(selection)(corpus, encoder, output.cache_dir, runner)
     return _select_and_write(embedded, corpus=corpus, encoder=encoder, selection=selection, output=output, runner=runner,
                              out_dir=out_dir, run_key=run_key, config=config)
 
@@ -188,7 +204,7 @@ def select_many(
         run_key = config_hash(config)
         # Every folder is checked before any work, so a refusal never leaves half of the runs written.
         planned.append((chosen, config, run_key, check_output_dir(Path(output.out_dir) / name, run_key, output.overwrite)))
-    embedded = run_embed_corpus(corpus, encoder, output.cache_dir, runner)
+    embedded = _embed_for(selection)(corpus, encoder, output.cache_dir, runner)
     runs = [_select_and_write(embedded, corpus=corpus, encoder=encoder, selection=chosen, output=output, runner=runner,
                               out_dir=out, run_key=key, config=config)
             for chosen, config, key, out in planned]

@@ -51,7 +51,7 @@ class PreparedCorpus(_Frozen):
 class Embeddings(_Frozen):
     """The embedding matrix of a prepared corpus (<cache>/matrix/<key>.npy) and how it was made."""
 
-    matrix_path: str
+    matrix_path: str  # with `shards`: the shard list (<cache>/matrix/<key>.shards.json), no matrix
     n_rows: int
     dim: int
     store_dir: Optional[str]  # None for the user's own embeddings
@@ -64,6 +64,7 @@ class Embeddings(_Frozen):
     encode_seconds: float
     texts_per_second: Optional[float]
     encoder: dict[str, Any]  # EncoderInfo.to_dict(), or the description of the user's embeddings
+    shards: Optional[list[str]] = None  # partitioned selection: .npy shards whose rows, concatenated, are the corpus rows
 
     @property
     def encoder_name(self) -> str:
@@ -90,7 +91,7 @@ class EmbeddedCorpus(_Frozen):
 
     prepared: PreparedCorpus
     embeddings: Embeddings
-    index: IndexRef
+    index: Optional[IndexRef]  # None in partitioned selection (no index over all rows)
     timings: dict[str, float]
     cache_dir: str
 

@@ -42,10 +42,11 @@ NEAR_DUPLICATE = 0.95
 
 
 def select_in_partition(*, partition_dir: str | Path, partition: int, n_shards: int, sampler: Any, quota: int,
-                        spares: int, seed: int, out_path: str | Path) -> Path:
+                        spares: int, seed: int, out_path: str | Path, columns=None) -> Path:
     """Run `sampler` (a samplers.base.Sampler) on one partition for min(quota + spares, size) rows; write them ranked.
 
-    The seed is `partition_seed(seed, partition)`. The .npz holds global `rows`, `scores`, `weights`,
+    `columns`, when given, maps the partition's global rows (ascending) to more SelectionInput fields (ids,
+    quality, labels, groups of those rows only). The seed is `partition_seed(seed, partition)`. The .npz holds global `rows`, `scores`, `weights`,
     `clusters` (-1 when the sampler has none), the rows' float32 `embeddings` (for the merge's border check),
     `partition` and `quota` (the first `quota` rows are the picks, the rest spares in rank order).
     """
@@ -59,7 +60,8 @@ def select_in_partition(*, partition_dir: str | Path, partition: int, n_shards: 
         arrays = dict(rows=np.empty(0, np.int64), scores=np.empty(0), weights=np.empty(0),
                       clusters=np.empty(0, np.int64), embeddings=np.empty((0, d), np.float32))
     else:
-        selection = sampler.select(SelectionInput(embeddings=data.embeddings), n_run, partition_seed(seed, partition))
+        extra = columns(data.rows) if columns is not None else {}
+        selection = sampler.select(SelectionInput(embeddings=data.embeddings, **extra), n_run, partition_seed(seed, partition))
         weights = selection.weights.copy()
         if partition_rule(getattr(sampler, "name", "")).rescale_prefix_weights:
             weights *= n_run / quota

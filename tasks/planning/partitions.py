@@ -15,6 +15,7 @@ load_partition        one partition's global rows and float32 unit embeddings (i
 allocate_partition_budget  the global budget over partitions: proportional (default) or the sampler's rule
 spare_counts          how many ranked spare rows each partition selects beyond its quota
 partition_rule        the documented per-sampler rule (SAMPLER_RULES); partition_seed, default_partitions
+partitions_for_memory K so that one partition's selection task fits a memory limit (`--memory-limit GiB`)
 
 Layout under a partition folder (`out_dir`), written with atomic renames:
   centroids.npy                          (K, D) float32 unit-norm centroids (`save_centroids`)
@@ -347,3 +348,17 @@ def partition_seed(seed: int, partition: int) -> int:
 def default_partitions(n_rows: int, rows_per_partition: int = 1_000_000) -> int:
     """K so partitions hold about `rows_per_partition` rows (the size the samplers are benchmarked at)."""
     return max(1, math.ceil(n_rows / rows_per_partition))
+
+
+# Bytes per row and dimension of a partition's selection task: its float32 rows (4 B) times 3 (the float16
+# fragments and their float32 copy while loading, then the sampler's working set: MIG peaks at 2.53 GiB on
+# 1M x 384 float32 rows of 1.43 GiB, bench/results/mig.md).
+PARTITION_BYTES_PER_VALUE = 4 * 3
+
+
+def partitions_for_memory(n_rows: int, dim: int, memory_limit_gib: float) -> int:
+    """The fewest partitions whose selection task stays within `memory_limit_gib` per process (at least 1)."""
+    if not memory_limit_gib or memory_limit_gib <= 0:
+        raise ConfigError(f"Memory limit must be a positive number of GiB; got {memory_limit_gib!r}.")
+    rows = max(1, int(memory_limit_gib * 2**30 // (dim * PARTITION_BYTES_PER_VALUE)))
+    return max(1, math.ceil(n_rows / rows))

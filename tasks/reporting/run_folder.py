@@ -22,6 +22,7 @@ from ..io.outputs import begin_outputs, provenance_frame, write_hf_dataset, writ
 from ..io.results import (CacheFiles, Embeddings, IndexRef, Manifest, ManifestBudget, ManifestEmbeddings, ManifestEncoder,
                           ManifestInput, ManifestRows, PreparedCorpus, Selection)
 from ..io.selection_input import load_arrays
+from ..embedding.sharded import ShardedMatrix, sampled_analysis
 from ..samplers.clustering import kmeans
 from .build import EXAMPLE_CHARS, analysis_k, build_report
 from .metrics import nearest_selected
@@ -59,7 +60,8 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
     """Write the output folder; returns its paths and the report's diversity and composition sections."""
     t0 = time.perf_counter()
     out = Path(out_dir)
-    emb = np.load(embeddings.matrix_path, mmap_mode="r")
+    # Partitioned selection: rows read from the shards on demand (embedding/sharded.py), never one (N, D) matrix.
+    emb = ShardedMatrix(embeddings.shards) if embeddings.shards else np.load(embeddings.matrix_path, mmap_mode="r")
     arrays = load_arrays(selection)
     rows = arrays["rows"]
     seed = selection.seed
@@ -67,7 +69,8 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
     ids = frame["id"].to_list()
 
     nearest_pos, nearest_sim = nearest_selected(emb, rows)
-    analysis = kmeans(emb, analysis_k(len(ids)), seed=seed)
+    analysis = (sampled_analysis(emb, analysis_k(len(ids)), seed=seed) if embeddings.shards
+                else kmeans(emb, analysis_k(len(ids)), seed=seed))
     clusters = arrays["clusters"] if selection.has_clusters else analysis.assignments[rows]
 
     # Before anything is replaced: what this run changes against the previous run in the same folder.
