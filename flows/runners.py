@@ -7,7 +7,9 @@ Results do not depend on the runner: units of work are planned before they run, 
 writes content-addressed shards, so the same input, options and seed give the same selection.
 """
 
+import os
 from typing import Literal, Optional
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +28,56 @@ class RunnerParams(BaseModel):
     shard_rows: int = Field(default=2048, ge=1, le=1_000_000, description="Texts per embedding-store shard: a killed run loses at most one unfinished shard per task.")
 
 
+# What a Ray worker of an existing cluster needs from the flow's environment besides PREFECT_API_URL: the settings
+# that change where selectflow reads and writes, and how (cache, offline model loading, the S3 endpoint). Never
+# credentials (AWS keys, PREFECT_API_KEY, PREFECT_API_AUTH_STRING): Ray keeps a runtime env in its GCS and shows it
+# on its dashboard, so workers take those from their own environment (the one `ray start` ran in).
+WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL",
+              "AWS_ENDPOINT_URL_S3", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_REGION", "AWS_DEFAULT_REGION")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url if "://" in url else f"x://{url}").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _is_loopback(host: str) -> bool:
+    return host in _LOOPBACK or host.startswith("127.")
+
+
+def cluster_api_url(kind: str, address: str) -> str:
+    """The Prefect API that the workers of the existing `kind` cluster at `address` report to (Dask and Ray alike).
+
+    Refused with a one-line ConfigError when workers could not reach it: no PREFECT_API_URL is configured (the flow
+    would run on a temporary API inside this process, and each worker would start its own, invisible one), or the
+    API is on this machine's loopback while the cluster is not.
+    """
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url
+    if not api:
+        raise ConfigError(
+            f"--runner {kind} --address needs a Prefect API the {kind} workers can reach: set PREFECT_API_URL "
+            "(e.g. `prefect server start` and PREFECT_API_URL=http://HOST:4200/api) in the flow's and the workers' "
+            "environment; without it Prefect uses a temporary API inside this process.")
+    if _is_loopback(_host(api)) and address != "auto" and not _is_loopback(_host(address)):
+        raise ConfigError(
+            f"--runner {kind} --address {address}: PREFECT_API_URL {api} is on this machine's loopback, which the "
+            f"{kind} workers cannot reach; serve the Prefect API on an address they can reach and set PREFECT_API_URL to it.")
+    return str(api)
+
+
+def ray_worker_env(api_url: str) -> dict[str, str]:
+    """Environment variables for the Ray runtime env of an existing cluster: the Prefect API, the SELECTFLOW_*
+    settings and WORKER_ENV, as far as this process has them."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("SELECTFLOW_") or k in WORKER_ENV}
+    env["PREFECT_API_URL"] = api_url
+    return env
+
+
 def make_task_runner(params: RunnerParams):
     if params.kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -37,6 +89,7 @@ def make_task_runner(params: RunnerParams):
         except ImportError:
             raise ConfigError("The dask runner needs prefect-dask: pip install 'selectflow[dask]'.") from None
         if params.address:
+            cluster_api_url("dask", params.address)
             return DaskTaskRunner(address=params.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": params.workers, "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None})
@@ -44,4 +97,7 @@ def make_task_runner(params: RunnerParams):
         from prefect_ray import RayTaskRunner
     except ImportError:
         raise ConfigError("The ray runner needs prefect-ray: pip install 'selectflow[ray]'.") from None
-    return RayTaskRunner(address=params.address) if params.address else RayTaskRunner(init_kwargs={"num_cpus": params.workers})
+    if params.address:
+        env = ray_worker_env(cluster_api_url("ray", params.address))
+        return RayTaskRunner(address=params.address, init_kwargs={"runtime_env": {"env_vars": env}})
+    return RayTaskRunner(init_kwargs={"num_cpus": params.workers})
