@@ -420,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     if not verbose and args.command != "serve":  # served runs send their logs to the server's UI
         # Prefect logs task failures with tracebacks; the CLI reports errors as one line instead.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from selectflow.flows.failures import set_resume_command
     from selectflow.tasks.errors import SelectflowError
 
+    set_resume_command(sys.argv[1:] if argv is None else argv)  # a failed run's artifact tells to run it again
     handler = {"select": cmd_select, "embed": cmd_embed, "info": cmd_info, "serve": cmd_serve,
                "evaluate": cmd_evaluate, "compare": cmd_compare, "dedup": cmd_dedup}[args.command]
     try:

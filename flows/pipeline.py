@@ -14,6 +14,7 @@ from typing import Optional
 from prefect import flow, unmapped
 
 from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SamplerName, SelectionParams
+from selectflow.flows import failures, history
 from selectflow.tasks.corpus import prepare_corpus_task
 from selectflow.flows.runners import RunnerParams, make_task_runner
 from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embedding_task
@@ -36,12 +37,14 @@ class _Timer:
     def run(self, stage: str, fn, *args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return fn(*args, **kwargs)
+            with failures.stage(stage):
+                return fn(*args, **kwargs)
         finally:
             self.seconds[stage] = round(time.perf_counter() - t0, 3)
 
 
-@flow(name="embed-corpus", log_prints=True)
+@flow(name="embed-corpus", log_prints=True, flow_run_name=history.embed_corpus_run_name,
+      on_failure=[failures.publish_failure])
 def embed_corpus(
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
@@ -75,7 +78,7 @@ def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner:
                                    model=unmapped(encoder.model), batch_size=unmapped(encoder.batch_size),
                                    cache_dir=unmapped(cache), shard_rows=unmapped(runner.shard_rows),
                                    backend=unmapped(encoder.backend), batch_tokens=unmapped(encoder.batch_tokens))
-    encoded = [f.result() for f in futures]
+    encoded = failures.collect(futures, "encode-unit", [f"unit {i}" for i in range(len(futures))])
     return assemble_task(prepared, plan, encoded, cache_dir=cache, encode_seconds=time.perf_counter() - t0)
 
 
@@ -95,7 +98,7 @@ def select_groups(prepared: PreparedCorpus, embedded: Embeddings, *, selection: 
         prepared=unmapped(prepared), embeddings=unmapped(embedded), index=unmapped(None), run=unmapped(run),
         rounds=unmapped(_rounds(selection, target)), cache_dir=unmapped(cache), dedup=unmapped(selection.dedup),
         min_per_label=unmapped(selection.min_per_label))
-    parts = [f.result() for f in futures]
+    parts = failures.collect(futures, "select", [f"group {g.group}" for g in plan])
     return merge_groups_task(parts, plan, run=run, cache_dir=cache)
 
 
@@ -158,15 +161,18 @@ def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder
         chosen = timer.run("select", select_task, prepared=embedded.prepared, embeddings=embedded.embeddings,
                            index=embedded.index, run=_sampler_run(selection), rounds=_rounds(selection, target),
                            cache_dir=cache, dedup=selection.dedup, **selection.floors())
-    outputs = write_outputs_task(spec=corpus.spec(), prepared=embedded.prepared, embeddings=embedded.embeddings,
-                                 index=embedded.index, selection=chosen, out_dir=str(out_dir), run_key=run_key,
-                                 config=config, timings=timer.seconds, formats=tuple(output.formats))
-    publish_artifacts_task(outputs, embedded.prepared, chosen)
+    with failures.stage("write-outputs"):
+        outputs = write_outputs_task(spec=corpus.spec(), prepared=embedded.prepared, embeddings=embedded.embeddings,
+                                     index=embedded.index, selection=chosen, out_dir=str(out_dir), run_key=run_key,
+                                     config=config, timings=timer.seconds, formats=tuple(output.formats))
+    with failures.stage("publish-artifacts"):
+        publish_artifacts_task(outputs, embedded.prepared, chosen)
     return {**outputs, "run_key": run_key, "prepared": embedded.prepared, "embedded": embedded.embeddings,
             "index": embedded.index, "selection": chosen}
 
 
-@flow(name="select-subset", log_prints=True)
+@flow(name="select-subset", log_prints=True, flow_run_name=history.select_subset_run_name,
+      on_failure=[failures.publish_failure])
 def select_subset(
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
@@ -178,13 +184,19 @@ def select_subset(
     check_floors(corpus, selection)
     config = _run_config(corpus, encoder, selection)
     run_key = config_hash(config)
-    out_dir = check_output_dir(output.out_dir, run_key, output.overwrite)
+    # A deployment run writes its own subfolder of out_dir (run history); a CLI run writes out_dir itself.
+    run_dir, history_root = history.run_output_dir(output.out_dir)
+    out_dir = check_output_dir(run_dir, run_key, output.overwrite)
     embedded = _embed_for(selection)(corpus, encoder, output.cache_dir, runner)
-    return _select_and_write(embedded, corpus=corpus, encoder=encoder, selection=selection, output=output, runner=runner,
-                             out_dir=out_dir, run_key=run_key, config=config)
+    result = _select_and_write(embedded, corpus=corpus, encoder=encoder, selection=selection, output=output, runner=runner,
+                               out_dir=out_dir, run_key=run_key, config=config)
+    if history_root is not None:
+        history.mark_latest(history_root, out_dir)
+    return result
 
 
-@flow(name="select-many", log_prints=True)
+@flow(name="select-many", log_prints=True, flow_run_name=history.select_many_run_name,
+      on_failure=[failures.publish_failure])
 def select_many(
     samplers: list[SamplerName],
     corpus: CorpusParams = CorpusParams(),
@@ -197,17 +209,23 @@ def select_many(
     from selectflow.flows.compare_flow import compare_runs
 
     check_floors(corpus, selection)
+    run_root, history_root = history.run_output_dir(output.out_dir)  # a deployment run: its own subfolder
     planned = []
     for name in dict.fromkeys(samplers):  # keep order, drop repeats
         chosen = selection.model_copy(update={"sampler": name})
         config = _run_config(corpus, encoder, chosen)
         run_key = config_hash(config)
         # Every folder is checked before any work, so a refusal never leaves half of the runs written.
-        planned.append((chosen, config, run_key, check_output_dir(Path(output.out_dir) / name, run_key, output.overwrite)))
+        planned.append((chosen, config, run_key, check_output_dir(Path(run_root) / name, run_key, output.overwrite)))
     embedded = _embed_for(selection)(corpus, encoder, output.cache_dir, runner)
-    runs = [_select_and_write(embedded, corpus=corpus, encoder=encoder, selection=chosen, output=output, runner=runner,
-                              out_dir=out, run_key=key, config=config)
-            for chosen, config, key, out in planned]
-    comparison = compare_runs([r["out_dir"] for r in runs], out_dir=str(Path(output.out_dir) / "compare"),
-                              seed=selection.seed, overwrite=True) if len(runs) > 1 else None
+    runs = []
+    for chosen, config, key, out in planned:
+        with failures.stage(f"sampler {_sampler_run(chosen).sampler}"):
+            runs.append(_select_and_write(embedded, corpus=corpus, encoder=encoder, selection=chosen, output=output,
+                                          runner=runner, out_dir=out, run_key=key, config=config))
+    with failures.stage("compare"):
+        comparison = compare_runs([r["out_dir"] for r in runs], out_dir=str(Path(run_root) / "compare"),
+                                  seed=selection.seed, overwrite=True) if len(runs) > 1 else None
+    if history_root is not None:
+        history.mark_latest(history_root, run_root)
     return {"runs": runs, "comparison": comparison, "embedded": embedded.embeddings, "prepared": embedded.prepared}

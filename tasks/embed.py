@@ -25,10 +25,15 @@ from .io.atomic import write_npy
 from .io.hashing import config_hash
 from .io.results import Embeddings, PreparedCorpus
 from .io.workspace import Workspace
+from .retry import RETRY_OPTIONS
 
 GPU_CONCURRENCY_LIMIT = "selectflow-gpu"
 _bars: dict = {}
 _bars_lock = threading.Lock()
+# Embedding progress per plan (its artifact id): texts done per unit, and the last value published. Units run
+# concurrently and each reports its own count, so the artifact shows the sum over units, never less than before.
+_progress: dict[str, dict] = {}
+_progress_lock = threading.Lock()
 
 
 def cached_encoder(model: str | None, device: str, backend: str = "torch", cache_dir: str | None = None):
@@ -77,7 +82,7 @@ def plan_embedding_task(prepared: PreparedCorpus, *, model: str | None, device: 
                          encoder=info.to_dict())
 
 
-@task(name="encode-unit", cache_policy=NONE)
+@task(name="encode-unit", cache_policy=NONE, **RETRY_OPTIONS)
 def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan, model: str | None, batch_size: int,
                      cache_dir: str, shard_rows: int = 2048, backend: str = "torch", batch_tokens: int | None = None) -> int:
     """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
@@ -87,13 +92,13 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
     encoder, info = cached_encoder(model, device, backend, cache_dir)
     store = open_store(Workspace(cache_dir).store_root, info)
     positions = np.load(plan.units[unit], allow_pickle=False)
-    offset, total, artifact = plan.offsets[unit], plan.total, UUID(plan.artifact_id)
+    total = plan.total
     bar = _terminal_bar(plan.artifact_id, total)
 
     def progress(done: int, _unit_total: int) -> None:
-        update_progress_artifact(artifact, progress=100.0 * min(offset + done, total) / max(total, 1))
+        rows = _report_progress(plan.artifact_id, unit, done, total)
         if bar is not None:
-            _advance(bar, min(offset + done, total))
+            _advance(bar, rows)
 
     def encode() -> int:
         return encode_positions(prepared.prepared_path, positions, encoder, info, store=store, batch_size=batch_size,
@@ -105,6 +110,27 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
     # so concurrent runs never put two encoders on a GPU that holds one; without the limit this does not wait.
     with concurrency(GPU_CONCURRENCY_LIMIT, occupy=1, strict=False):
         return encode()
+
+
+def _report_progress(artifact_id: str, unit: int, done: int, total: int, step: float = 1.0) -> int:
+    """Record that `unit` has encoded `done` texts and publish the plan's progress; returns the texts done in all units.
+
+    The published value is the sum over the units this process runs, and only ever grows: it is published under
+    the lock, when it has grown by `step` percentage points or reached 100 (a retried unit restarting from 0 does
+    not pull it back). Units in other processes (Dask, Ray) are counted by their own process.
+    """
+    from uuid import UUID
+
+    with _progress_lock:
+        entry = _progress.setdefault(artifact_id, {"units": {}, "published": 0.0})
+        units = entry["units"]
+        units[unit] = max(units.get(unit, 0), int(done))
+        rows = min(sum(units.values()), total)
+        value = 100.0 * rows / max(total, 1)
+        if value > entry["published"] and (value - entry["published"] >= step or rows >= total):
+            entry["published"] = value
+            update_progress_artifact(UUID(artifact_id), progress=value)
+        return rows
 
 
 def _advance(bar, position: int) -> None:
@@ -136,6 +162,8 @@ def assemble_task(prepared: PreparedCorpus, plan: EmbeddingPlan, encoded: list[i
     matrix = Workspace(cache_dir).matrix_path(plan.key)
     n, truncated = assemble_matrix(prepared.prepared_path, store, matrix)
     update_progress_artifact(UUID(plan.artifact_id), progress=100.0)
+    with _progress_lock:
+        _progress.pop(plan.artifact_id, None)
     bar = _bars.pop(plan.artifact_id, None)
     if bar is not None:
         bar.close()

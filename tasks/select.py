@@ -19,9 +19,10 @@ from .io.selection_input import load_arrays, load_selection_input, save_arrays
 from .io.workspace import Workspace
 from .planning.groups import GroupQuota, merge_arrays, merged_record, plan_groups
 from .planning.sampler_run import Rounds, SamplerRun, run_sampler, selection_arrays, selection_key
+from .retry import RETRY_OPTIONS
 from .samplers import get_sampler, resolve_budget
 
-@task(name="select", cache_policy=NONE)
+@task(name="select", cache_policy=NONE, **RETRY_OPTIONS)
 def select_task(*, prepared: PreparedCorpus, embeddings: Embeddings, index: IndexRef | None, run: SamplerRun,
                 rounds: Rounds, cache_dir: str, group: str | None = None, quota: int | None = None,
                 dedup: float | None = None, min_per_group: int | None = None,

@@ -24,6 +24,7 @@ import polars as pl
 import pytest
 import yaml
 
+from selectflow.flows import history
 from tests.flows.test_server import BOOT_SECONDS, PREFECT, RUN_SECONDS, Server, _free_port, _stop, _tail, _wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,6 +226,7 @@ def test_a_worker_in_a_clean_directory_clones_installs_and_runs_the_deployment(s
         _stop(worker)
     run = server.run_to_end(created.json()["id"], [log])
 
+    out_dir = history.latest_run(out_dir)  # a deployment run writes its own subfolder of the output root
     selected = pl.read_parquet(out_dir / "selected.parquet")
     assert selected.height == BUDGET and set(selected["id"]) <= set(pl.read_parquet(bundled_slice)["id"])
     assert json.loads((out_dir / "manifest.json").read_text())["rows"]["selected"] == BUDGET

@@ -23,6 +23,8 @@ import polars as pl
 import pytest
 import yaml
 
+from selectflow.flows import history
+
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 BOOT_SECONDS = 150  # server start, including database migrations on 2 busy cores
@@ -241,6 +243,7 @@ def test_run_created_like_the_ui_completes_with_outputs_and_artifacts(server, se
     created = server.create_run(served["select"]["id"], _ui_parameters(bundled_slice, out_dir, shared_cache, BUDGET))
     assert created.status_code == 201, created.text
     run = server.run_to_end(created.json()["id"], [served["log"]])
+    out_dir = history.latest_run(out_dir)  # a deployment run writes its own subfolder (tests/flows/test_run_history.py)
 
     selected = pl.read_parquet(out_dir / "selected.parquet")
     source = pl.read_parquet(bundled_slice)
@@ -332,7 +335,7 @@ def test_a_worker_runs_the_prefect_yaml_deployment(server, yaml_deployed, bundle
     except subprocess.TimeoutExpired:
         _stop(worker)
     server.run_to_end(created.json()["id"], [log])
-    assert pl.read_parquet(out_dir / "selected.parquet").height == 7
+    assert pl.read_parquet(history.latest_run(out_dir) / "selected.parquet").height == 7
 
 
 @pytest.mark.parametrize("kwargs,message", [
