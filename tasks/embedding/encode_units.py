@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import InputError
+from ..io import storage
 from ..io.atomic import atomic_path
 from ..io.results import Embeddings
 from .encoder import EncoderInfo
@@ -37,8 +38,8 @@ def embeddings_result(*, matrix_path: str | Path, n_rows: int, info: EncoderInfo
                       reused: int, truncated: int, encode_seconds: float) -> Embeddings:
     """The Embeddings of a matrix assembled from the store (its key is the matrix file's name, as in the cache)."""
     return Embeddings(
-        matrix_path=str(matrix_path), n_rows=n_rows, dim=info.dim, store_dir=str(store.dir), store_key=store.dir.name,
-        key=Path(matrix_path).stem, encoded=encoded, reused=reused, truncated=truncated,
+        matrix_path=str(matrix_path), n_rows=n_rows, dim=info.dim, store_dir=str(store.dir), store_key=store.key,
+        key=storage.name(matrix_path).rsplit(".", 1)[0], encoded=encoded, reused=reused, truncated=truncated,
         max_seq_length=info.max_seq_length, encode_seconds=encode_seconds,
         texts_per_second=(encoded / encode_seconds) if encoded and encode_seconds > 0 else None, encoder=info.to_dict(),
     )
@@ -52,7 +53,7 @@ def encoding_settings(info: EncoderInfo, precision: str = "float32") -> dict:
 
 
 def read_digests(prepared_path: str | Path) -> np.ndarray:
-    col = pq.read_table(prepared_path, columns=["text_hash"]).column("text_hash")
+    col = pq.read_table(storage.local_copy(prepared_path), columns=["text_hash"]).column("text_hash")
     return np.array(col.to_pylist(), dtype="S16")
 
 
@@ -204,7 +205,7 @@ def encode_positions(
         window_texts.clear()
         window_digests.clear()
 
-    pf = pq.ParquetFile(prepared_path)
+    pf = pq.ParquetFile(storage.local_copy(prepared_path))
     offset = 0
     for batch in pf.iter_batches(batch_size=8192, columns=["text_hash", "text"]):
         lo, hi = np.searchsorted(wanted, [offset, offset + batch.num_rows])
@@ -231,11 +232,11 @@ def assemble_matrix(prepared_path: str | Path, store: EmbeddingStore, matrix_pat
         out.flush()
         del out
     max_len = None
-    meta = store.dir / "meta.json"
-    if meta.exists():
+    meta = store.file("meta.json")
+    if storage.exists(meta):
         import json
 
-        max_len = json.loads(meta.read_text())["settings"]["max_seq_length"]
+        max_len = json.loads(storage.read_text(meta))["settings"]["max_seq_length"]
     # Token counts are taken after truncation: a text that fills the whole window was cut (or fits exactly).
     return len(digests), int((tokens >= max_len).sum()) if max_len else 0
 

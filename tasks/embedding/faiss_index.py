@@ -74,22 +74,35 @@ def build_index(embeddings: np.ndarray, params: IndexParams, seed: int = 0, chun
     return index
 
 
-def save_index(index, params: IndexParams, path: str | Path, extra: dict | None = None) -> Path:
+def index_meta_path(path: str | Path) -> Path | str:
+    """The JSON file beside an index (<key>.json beside <key>.faiss); a URL string for a remote index."""
+    from ..io import storage
+
+    if storage.is_remote(path):
+        return str(path).rsplit(".", 1)[0] + ".json"
+    return Path(path).with_suffix(".json")
+
+
+def save_index(index, params: IndexParams, path: str | Path, extra: dict | None = None) -> Path | str:
     import faiss
 
-    path = Path(path)
+    from ..io import storage
+
+    path = str(path) if storage.is_remote(path) else Path(path)
     with atomic_path(path, suffix=".faiss") as tmp:
         faiss.write_index(index, str(tmp))
-    write_json(path.with_suffix(".json"), {**params.to_dict(), **(extra or {}), "ntotal": int(index.ntotal)})
+    write_json(index_meta_path(path), {**params.to_dict(), **(extra or {}), "ntotal": int(index.ntotal)})
     return path
 
 
 def load_index(path: str | Path):
+    """The index and its JSON; a remote index is read from a local copy (storage.local_copy)."""
     import faiss
 
-    path = Path(path)
-    index = faiss.read_index(str(path))
-    meta = json.loads(path.with_suffix(".json").read_text())
+    from ..io import storage
+
+    index = faiss.read_index(str(storage.local_copy(path)))
+    meta = json.loads(storage.read_text(index_meta_path(path)))
     if meta.get("nprobe") and hasattr(index, "nprobe"):
         index.nprobe = meta["nprobe"]
     return index, meta

@@ -9,6 +9,10 @@ A shard is named by the hash of its digests, so workers on several machines can 
 store without coordinating. Its three files are each written atomically, the hashes file last, so a
 shard counts only once it is complete: a run killed mid-way resumes from the shards already on disk
 and re-encodes only what is missing. Identical texts are encoded once.
+
+The root may be an object-store URL (a remote cache, io/workspace.py): shards are then published with
+storage.atomic_write (the hashes file last, as on disk) and read from local copies (storage.local_copy),
+so workers on several machines add to, and read from, one store.
 """
 
 import hashlib
@@ -16,6 +20,7 @@ import re
 from pathlib import Path
 import numpy as np
 
+from ..io import storage
 from ..io.atomic import write_json, write_npy
 from ..io.hashing import config_hash
 
@@ -28,15 +33,32 @@ def store_key(weights_hash: str, settings: dict) -> str:
 
 class EmbeddingStore:
     def __init__(self, root: str | Path, key: str, dim: int, meta: dict | None = None):
-        self.dir = Path(root) / key
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.remote = storage.is_remote(root)
+        self.dir = storage.join(root, key) if self.remote else Path(root) / key
+        if not self.remote:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.dim = dim
-        meta_path = self.dir / "meta.json"
-        if meta is not None and not meta_path.exists():
+        meta_path = self.file("meta.json")
+        if meta is not None and not storage.exists(meta_path):
             write_json(meta_path, {**meta, "dim": dim})
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
+    @property
+    def key(self) -> str:
+        return storage.name(self.dir)
+
+    def file(self, name: str) -> Path | str:
+        """A file of the store: a Path, or a URL string for a remote store."""
+        return storage.join(self.dir, name) if self.remote else self.dir / name
+
+    def _load(self, path, **kwargs) -> np.ndarray:
+        return np.load(storage.local_copy(path) if self.remote else path, allow_pickle=False, **kwargs)
+
     def shards(self) -> list[str]:
+        if self.remote:
+            names = set(storage.listdir(self.dir))
+            return sorted(m.group(1) for m in map(_SHARD.search, names)
+                          if m and f"shard-{m.group(1)}.emb.npy" in names)
         found = []
         for p in self.dir.iterdir():
             m = _SHARD.search(p.name)
@@ -44,8 +66,8 @@ class EmbeddingStore:
                 found.append(m.group(1))
         return sorted(found)
 
-    def _path(self, shard: str, kind: str) -> Path:
-        return self.dir / f"shard-{shard}.{kind}.npy"
+    def _path(self, shard: str, kind: str) -> Path | str:
+        return self.file(f"shard-{shard}.{kind}.npy")
 
     def _load_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sorted digests of everything stored, with the shard and offset of each."""
@@ -53,7 +75,7 @@ class EmbeddingStore:
             hashes, shard_ids, offsets = [], [], []
             self._names = self.shards()
             for i, s in enumerate(self._names):
-                h = np.load(self._path(s, "hashes"), allow_pickle=False)
+                h = self._load(self._path(s, "hashes"))
                 hashes.append(h)
                 shard_ids.append(np.full(len(h), i, dtype=np.int64))
                 offsets.append(np.arange(len(h), dtype=np.int64))
@@ -98,8 +120,8 @@ class EmbeddingStore:
         for s in np.unique(sid):
             rows = np.flatnonzero(sid == s)
             name = self._names[int(s)]
-            emb = np.load(self._path(name, "emb"), mmap_mode="r", allow_pickle=False)
+            emb = self._load(self._path(name, "emb"), mmap_mode="r")
             out[rows] = emb[off[rows]]
             if tokens_out is not None:
-                tok = np.load(self._path(name, "tokens"), allow_pickle=False)
+                tok = self._load(self._path(name, "tokens"))
                 tokens_out[rows] = tok[off[rows]]

@@ -15,7 +15,17 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success it is fsynced and renamed to `final`."""
+    """Yield a temporary path beside `final`; on success it is fsynced and renamed to `final`.
+
+    `final` may be an object-store URL (s3://, gs://): the temporary is then a local file, published
+    atomically by storage.atomic_write (temporary key, copy, delete) when the block succeeds.
+    """
+    from . import storage
+
+    if storage.is_remote(final):
+        with storage.atomic_write(final, suffix=suffix) as tmp:
+            yield tmp
+        return
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
@@ -31,10 +41,17 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def written(final: str | Path) -> Path | str:
+    """What the writers return: the Path of a local file, the URL itself (a str) of a remote object."""
+    from .storage import is_remote
+
+    return str(final) if is_remote(final) else Path(final)
+
+
 def write_bytes(final: str | Path, data: bytes) -> Path:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
-    return Path(final)
+    return written(final)
 
 
 def write_text(final: str | Path, text: str) -> Path:
@@ -65,4 +82,4 @@ def write_npy(final: str | Path, array) -> Path:
     with atomic_path(final, suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
-    return Path(final)
+    return written(final)

@@ -97,10 +97,43 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def resolve_files(path: str | Path) -> tuple[list[Path], str]:
-    """The input files (sorted) and their one format, from a file, a folder, a glob or a saved HF dataset."""
-    text = str(path)
+def input_location(path: str) -> str:
+    """How the input is recorded (corpus.json, manifest): a pattern or URL as given, a local file resolved."""
+    from . import storage
+
+    return path if storage.is_remote(path) or any(ch in path for ch in "*?[") else str(Path(path).resolve())
+
+
+def _remote_files(text: str) -> list[Path]:
+    """Local copies (storage.local_copy, in the scratch folder) of the objects an object-store URL names: one
+    object, a glob, or a prefix of .parquet/.jsonl/.csv objects. They are read like local files."""
+    from . import storage
+
     if any(ch in text for ch in "*?["):
+        urls = storage.glob(text)
+        if not urls:
+            raise InputError(f"{text}: the pattern matches no object; check the URL and the pattern.")
+    elif storage.isdir(text):
+        urls = [storage.join(text, n) for n in storage.listdir(text)
+                if Path(n).suffix.lower() in FORMATS and not n.startswith(".")]
+        if not urls:
+            raise InputError(f"{text}: the prefix holds no .parquet, .jsonl or .csv object.")
+    elif storage.exists(text):
+        urls = [text]
+    else:
+        raise InputError(f"{storage.redact(text)}: no such object. Check the URL and the credentials in the environment.")
+    return [storage.local_copy(u) for u in urls]
+
+
+def resolve_files(path: str | Path) -> tuple[list[Path], str]:
+    """The input files (sorted) and their one format, from a file, a folder, a glob or a saved HF dataset
+    (or an object-store URL naming an object, a glob or a prefix: read from local copies)."""
+    from . import storage
+
+    text = str(path)
+    if storage.is_remote(text):
+        files = _remote_files(text)
+    elif any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
         if not files:
             raise InputError(f"{text}: the pattern matches no file; check the path and the pattern.")
@@ -335,7 +368,7 @@ def prepare_corpus(spec: CorpusSpec, workdir: str | Path) -> PreparedFiles:
         )
     _check_unique_ids(spec, prepared_path)
     return PreparedFiles(
-        input_path=spec.path if any(ch in spec.path for ch in "*?[") else str(Path(spec.path).resolve()),
+        input_path=input_location(spec.path),
         input_hash=input_hash(spec.path),
         format=fmt,
         columns=columns,

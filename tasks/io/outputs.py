@@ -47,9 +47,13 @@ def check_output_dir(out_dir: str | Path, key: str, overwrite: bool, kind: Outpu
     evaluation or comparison, as `kind` says), is only replaced with overwrite=True.
 
     A folder holding the outputs of the same configuration (same key) is refreshed in place. Returns the
-    folder (created when missing).
+    folder (created when missing); an object-store URL (s3://...) is checked through storage and returned as it is.
     """
-    out = Path(out_dir).expanduser()
+    from . import storage
+
+    if storage.is_remote(out_dir):
+        return _check_remote_output(str(out_dir).rstrip("/"), key, overwrite, kind)
+    out = storage.local_path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"Output path {out} is a file; pass a folder with --out.")
     if out.exists() and not overwrite and any(out.iterdir()):
@@ -61,6 +65,32 @@ def check_output_dir(out_dir: str | Path, key: str, overwrite: bool, kind: Outpu
                 "pass --overwrite to replace it, or choose another --out."
             )
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_remote_output(out: str, key: str, overwrite: bool, kind: OutputKind) -> str:
+    """check_output_dir for a prefix on an object store (outputs are staged locally, then published manifest last)."""
+    import json
+
+    from . import storage
+
+    names = storage.listdir(out)
+    if names and not overwrite:
+        previous = None
+        if kind.record in names:
+            try:
+                data = json.loads(storage.read_text(storage.join(out, kind.record)))
+                previous = data.get(kind.key_field) if isinstance(data, dict) else None
+            except (OSError, ValueError):
+                previous = None
+        elif kind.marker and kind.marker in names:
+            previous = storage.read_text(storage.join(out, kind.marker)).strip()
+        foreign = kind.files is not None and any(n not in kind.files for n in names)
+        if foreign or previous != key:
+            raise ConfigError(
+                f"Output folder {out} already holds {f'another {kind.noun}' if previous else 'other files'}; "
+                "pass --overwrite to replace it, or choose another --out."
+            )
     return out
 
 

@@ -126,7 +126,9 @@ class Selection(_Frozen):
         """A cached selection.json, marked as reused."""
         import json
 
-        return cls(**json.loads(Path(path).read_text()), reused=True)
+        from .storage import read_text
+
+        return cls(**json.loads(read_text(path)), reused=True)
 
 
 class _Record(_Frozen):

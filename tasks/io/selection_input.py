@@ -12,16 +12,17 @@ import polars as pl
 
 from ..embedding.faiss_index import load_index, searcher
 from ..samplers import SelectionInput
-from .atomic import atomic_path
+from .atomic import atomic_path, written
 from .results import Embeddings, IndexRef, PreparedCorpus, Selection
 from .rounds import feedback_scores, previous_rows
+from .storage import local_copy
 
 
 def load_selection_input(prepared: PreparedCorpus, embeddings: Embeddings, index: IndexRef | None, *,
                          target: Embeddings | None = None, feedback: str | None = None,
                          previous: list[str] | None = None, mmap: bool = False) -> tuple[SelectionInput, dict]:
     """The sampler's input, plus facts for the diagnostics (ids of earlier rounds or feedback not found)."""
-    frame = pl.read_parquet(prepared.prepared_path, columns=["id", "quality", "labels", "group"])
+    frame = pl.read_parquet(local_copy(prepared.prepared_path), columns=["id", "quality", "labels", "group"])
     knn = searcher(load_index(index.path)[0]) if index is not None else None
     ids = frame["id"].to_numpy()
     facts: dict = {}
@@ -34,13 +35,13 @@ def load_selection_input(prepared: PreparedCorpus, embeddings: Embeddings, index
         fb, facts["feedback_ids_not_in_corpus"] = feedback_scores(feedback, ids)
         facts["feedback_rows"] = int(np.isfinite(fb).sum())
     data = SelectionInput(
-        embeddings=np.load(embeddings.matrix_path, allow_pickle=False, mmap_mode="r" if mmap else None),
+        embeddings=np.load(local_copy(embeddings.matrix_path), allow_pickle=False, mmap_mode="r" if mmap else None),
         quality=frame["quality"].to_numpy() if prepared.has_quality else None,
         labels=[tuple(x) for x in frame["labels"].to_list()] if prepared.has_labels else None,
         groups=frame["group"].to_numpy() if prepared.has_groups else None,
         ids=ids,
         knn=knn,
-        target_embeddings=np.load(target.matrix_path, allow_pickle=False) if target else None,
+        target_embeddings=np.load(local_copy(target.matrix_path), allow_pickle=False) if target else None,
         feedback=fb,
         previous_rows=prev,
     )
@@ -48,7 +49,7 @@ def load_selection_input(prepared: PreparedCorpus, embeddings: Embeddings, index
 
 
 def load_arrays(selection: Selection) -> dict[str, np.ndarray]:
-    with np.load(selection.arrays, allow_pickle=False) as z:
+    with np.load(local_copy(selection.arrays), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -56,4 +57,4 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return Path(path)
+    return written(path)

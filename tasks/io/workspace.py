@@ -7,10 +7,16 @@
   <cache>/selection/<key>/   one sampler run: selection.npz, selection.json
 An entry's key is the hash of everything it depends on, so a changed input or option gets a new
 entry, and re-running with the same ones reuses what is there.
+
+The cache may be an object-store URL (s3://bucket/prefix, gs://...): `root` and every path below are then
+URL strings (storage.join), written through storage.atomic_write and read through storage.local_copy, so
+workers on other machines share it. A bare path or file:// URL is the local folder, as a Path.
 """
 
 import os
 from pathlib import Path
+
+from . import storage
 
 
 def default_cache_dir() -> Path:
@@ -23,21 +29,40 @@ def default_cache_dir() -> Path:
 
 class Workspace:
     def __init__(self, cache_dir: str | Path | None = None):
-        self.root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.remote = bool(cache_dir) and storage.is_remote(cache_dir)
+        if self.remote:
+            self.root = str(cache_dir).rstrip("/")  # a URL: the paths below are URL strings
+            storage.makedirs(self.root)  # checks the URL and its backend before any work
+        else:
+            self.root = storage.local_path(cache_dir) if cache_dir else default_cache_dir()
+            self.root.mkdir(parents=True, exist_ok=True)
 
-    def corpus_dir(self, key: str) -> Path:
-        return self.root / "corpus" / key
+    def path(self, *parts: str) -> Path | str:
+        """A path under the cache: a Path for a local cache, a URL string for a remote one."""
+        return storage.join(self.root, *parts) if self.remote else self.root.joinpath(*parts)
 
     @property
-    def store_root(self) -> Path:
-        return self.root / "store"
+    def local_root(self) -> Path:
+        """A local folder for what stays on this machine (ONNX exports): the cache itself, or for a remote
+        cache a folder in the scratch space (storage.default_scratch)."""
+        if not self.remote:
+            return self.root
+        import hashlib
 
-    def matrix_path(self, key: str) -> Path:
-        return self.root / "matrix" / f"{key}.npy"
+        return storage.default_scratch() / "cache" / hashlib.sha256(self.root.encode()).hexdigest()[:16]
 
-    def index_path(self, key: str) -> Path:
-        return self.root / "index" / f"{key}.faiss"
+    def corpus_dir(self, key: str) -> Path | str:
+        return self.path("corpus", key)
 
-    def selection_dir(self, key: str) -> Path:
-        return self.root / "selection" / key
+    @property
+    def store_root(self) -> Path | str:
+        return self.path("store")
+
+    def matrix_path(self, key: str) -> Path | str:
+        return self.path("matrix", f"{key}.npy")
+
+    def index_path(self, key: str) -> Path | str:
+        return self.path("index", f"{key}.faiss")
+
+    def selection_dir(self, key: str) -> Path | str:
+        return self.path("selection", key)

@@ -22,6 +22,7 @@ from ..io.outputs import begin_outputs, provenance_frame, write_hf_dataset, writ
 from ..io.results import (CacheFiles, Embeddings, IndexRef, Manifest, ManifestBudget, ManifestEmbeddings, ManifestEncoder,
                           ManifestInput, ManifestRows, PreparedCorpus, Selection)
 from ..io.selection_input import load_arrays
+from ..io.storage import local_copy, name
 from ..embedding.sharded import ShardedMatrix, sampled_analysis
 from ..samplers.clustering import kmeans
 from .build import EXAMPLE_CHARS, analysis_k, build_report
@@ -47,7 +48,7 @@ def texts_by_row(prepared_path: str):
         if not rows:
             return []
         wanted = pl.DataFrame({"pos": np.asarray(rows, dtype=np.uint32), "order": np.arange(len(rows))})
-        found = (pl.scan_parquet(prepared_path).select("text").with_row_index("pos")
+        found = (pl.scan_parquet(local_copy(prepared_path)).select("text").with_row_index("pos")
                  .join(wanted.lazy(), on="pos", how="inner").sort("order").collect())
         return found["text"].to_list()
 
@@ -61,11 +62,11 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
     t0 = time.perf_counter()
     out = Path(out_dir)
     # Partitioned selection: rows read from the shards on demand (embedding/sharded.py), never one (N, D) matrix.
-    emb = ShardedMatrix(embeddings.shards) if embeddings.shards else np.load(embeddings.matrix_path, mmap_mode="r")
+    emb = ShardedMatrix(embeddings.shards) if embeddings.shards else np.load(local_copy(embeddings.matrix_path), mmap_mode="r")
     arrays = load_arrays(selection)
     rows = arrays["rows"]
     seed = selection.seed
-    frame = pl.read_parquet(prepared.prepared_path, columns=["row", "id", "text_hash", "labels", "group"])
+    frame = pl.read_parquet(local_copy(prepared.prepared_path), columns=["row", "id", "text_hash", "labels", "group"])
     ids = frame["id"].to_list()
 
     nearest_pos, nearest_sim = nearest_selected(emb, rows)
@@ -96,7 +97,7 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
         outputs.append("selected_hf/")
 
     summary = {
-        "input": prepared.input_path, "input_name": Path(prepared.input_path).name,
+        "input": prepared.input_path, "input_name": name(prepared.input_path),
         "input_hash": prepared.input_hash, "rows_read": prepared.n_read, "usable_rows": prepared.n_usable,
         "excluded_rows": prepared.n_excluded, "budget_requested": selection.budget_requested, "selected": len(rows),
         "sampler": selection.sampler, "seed": seed, "encoder": embeddings.encoder["name"],
