@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
 from .errors import ConfigError
+from .io import storage
 from .io.atomic import write_json
 from .io.hashing import config_hash
 from .io.results import DedupSummary, Embeddings, IndexRef, PreparedCorpus, Selection
@@ -39,8 +40,8 @@ def select_task(*, prepared: PreparedCorpus, embeddings: Embeddings, index: Inde
     key = selection_key(embeddings=embeddings, index=index, run=run, options=chosen.options.model_dump(), n_budget=n_budget,
                         rounds=rounds, group=group, dedup=dedup, min_per_group=min_per_group, min_per_label=min_per_label)
     folder = Workspace(cache_dir).selection_dir(key)
-    meta_path = folder / "selection.json"
-    if meta_path.exists():
+    meta_path = storage.join(folder, "selection.json")
+    if storage.exists(meta_path):
         logger.info("reusing the cached %s selection of %d rows", run.sampler, n_budget)
         return Selection.read(meta_path)
     data, facts = load_selection_input(prepared, embeddings, index, target=rounds.target, feedback=rounds.feedback,
@@ -50,7 +51,7 @@ def select_task(*, prepared: PreparedCorpus, embeddings: Embeddings, index: Inde
                                    min_per_label=min_per_label)
     selection.diagnostics.update(facts)
     seconds = time.perf_counter() - t0
-    arrays = save_arrays(folder / "selection.npz", selection_arrays(selection, extra))
+    arrays = save_arrays(storage.join(folder, "selection.npz"), selection_arrays(selection, extra))
     result = Selection(key=key, sampler=run.sampler, options=chosen.options.model_dump(), budget=n_budget,
                        budget_requested=budget, seed=run.seed, arrays=str(arrays),
                        has_clusters=selection.clusters is not None, diagnostics=selection.diagnostics, seconds=seconds,
@@ -65,7 +66,7 @@ def plan_groups_task(prepared: PreparedCorpus, budget: int | float, min_per_grou
     """The budget split over the groups (planning/groups.py: plan_groups)."""
     if not prepared.has_groups:
         raise ConfigError("Per-group selection needs a group column: pass --group COL.")
-    groups = pl.read_parquet(prepared.prepared_path, columns=["group"])["group"]
+    groups = pl.read_parquet(storage.local_copy(prepared.prepared_path), columns=["group"])["group"]
     return plan_groups(groups, resolve_budget(budget, prepared.n_usable), min_per_group)
 
 
@@ -75,8 +76,8 @@ def merge_groups_task(parts: list[Selection], plan: list[GroupQuota], *, run: Sa
     merged = merge_arrays([load_arrays(p) for p in parts])
     key = config_hash({"parts": [p.key for p in parts]})
     folder = Workspace(cache_dir).selection_dir(key)
-    path = save_arrays(folder / "selection.npz", merged)
+    path = save_arrays(storage.join(folder, "selection.npz"), merged)
     result = merged_record(parts, plan, key=key, sampler=run.sampler, budget=run.budget, seed=run.seed, arrays=str(path),
                            n_rows=int(len(merged["rows"])))
-    write_json(folder / "selection.json", result.record())
+    write_json(storage.join(folder, "selection.json"), result.record())
     return result.model_copy(update={"reused": all(p.reused for p in parts)})
