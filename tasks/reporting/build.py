@@ -3,7 +3,8 @@
 import numpy as np
 
 from .html import render_report
-from .metrics import composition, diversity_and_coverage, log_det_against_random, near_duplicates, projection_2d
+from .metrics import composition, diversity_and_coverage, label_coverage, log_det_against_random, near_duplicates, projection_2d
+from .verdict import verdict_against_random
 
 MAP_POOL_POINTS = 3000
 MAP_SELECTED_POINTS = 2000
@@ -59,6 +60,10 @@ def build_report(
 
     dc = diversity_and_coverage(embeddings, rows, seed=seed)
     dc["log_det_diversity"] = log_det_against_random(embeddings, rows, seed=seed)
+    if labels is not None or groups is not None:
+        column = "labels" if labels is not None else "groups"
+        values = [tuple(l) for l in labels] if labels is not None else list(groups)
+        dc["label_coverage"] = {"column": column, **label_coverage(values, rows, seed=seed, random_draws=dc["random_draws"])}
     if extra_diversity:
         dc.update(extra_diversity)
     if knn is not None:
@@ -69,6 +74,7 @@ def build_report(
     sel_pts = rows[:MAP_SELECTED_POINTS]
     report = {
         "summary": summary,
+        "verdict": verdict_against_random(dc),
         "sampler_options": sampler_options,
         "data_problems": data_problems,
         "diversity_coverage": dc,

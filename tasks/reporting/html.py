@@ -9,6 +9,9 @@ import html
 import math
 from typing import Any
 
+from .formatting import inline, label, number, percent, value_html
+from .verdict import MEASURES, margin_text, score_meaning
+
 PALETTE = {"pool": "#9aa5b1", "selected": "#d9480f", "random": "#1c7ed6", "line": "#2b8a3e"}
 # One colour per series after the pool (runs in a comparison); the first three match PALETTE.
 SERIES_COLOURS = ("#d9480f", "#1c7ed6", "#2b8a3e", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
@@ -18,18 +21,31 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+class Raw(str):
+    """A table cell already rendered as HTML (escaped where it holds data): `fmt` passes it through."""
+
+
 def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: floats to `digits` significant digits, lists and dicts as plain text (never a Python repr)."""
+    if isinstance(value, Raw):
+        return value
     if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.{digits}g}"
+        return number(value, digits)
+    if isinstance(value, (list, tuple, dict)):
+        return esc(inline(value))
     return esc(value)
 
 
-def table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
+def table(headers: list[str], rows: list[list[Any]], cls: str = "", notes: list[str] | None = None) -> str:
+    """A table; `notes` (one per column) explain the columns, one line each, under it."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    out = f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    if notes:
+        items = "".join(f"<li><b>{esc(h or 'column ' + str(i + 1))}</b>: {esc(n)}</li>"
+                        for i, (h, n) in enumerate(zip(headers, notes)))
+        out += f'<ul class="colnotes">{items}</ul>'
+    return out
 
 
 def scatter(pool: list, selected: list, title: str, *, width: int = 640, height: int = 440) -> str:
@@ -190,8 +206,57 @@ figure{margin:.5rem 0 1rem}figcaption{font-size:.8rem;color:#495057}.muted{color
 .kv td:first-child{font-weight:600}pre{font-size:.8rem;background:#f8f9fa;padding:.5rem;margin:0}
 svg.chart{max-width:100%;height:auto}.panels{display:flex;flex-wrap:wrap;gap:0 1rem}
 td{overflow-wrap:anywhere}table.examples td{white-space:pre-wrap}
+ul.colnotes{margin:-.6rem 0 1rem;padding-left:1.1rem;font-size:.78rem;color:#495057}ul.colnotes li{margin:0}
+table.inner{margin:0;font-size:.8rem}table.inner td{padding:.1rem .35rem}svg.spark{vertical-align:middle}
+p.headline{font-size:1.1rem;margin:.6rem 0}.better{color:#2b8a3e;font-weight:600}.worse{color:#c92a2a;font-weight:600}
+.on-par{color:#495057;font-weight:600}
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}figure,table{break-inside:avoid}}
 """
+
+
+# One line per column of the example tables (build.py, run_folder.dedup_examples); `score` depends on the sampler.
+COLUMN_NOTES = {
+    "rank": "position in the selection order (0 = picked first)",
+    "id": "the row's id in the input",
+    "nearest selected (similarity)": "the closest other selected row and its cosine similarity (near 1 = near-duplicate)",
+    "text": "the row's text, cut at 400 characters",
+    "rejected id": "a row the sampler did not select (a random sample of them)",
+    "rejected text": "its text",
+    "similarity": "cosine similarity between the two rows (1 = identical direction)",
+    "nearest selected id": "the selected row closest to it",
+    "nearest selected text": "that row's text",
+    "dropped id": "a row semantic dedup removed before selecting",
+    "dropped text": "its text",
+    "kept id": "the row kept in its place",
+    "kept text": "that row's text",
+}
+
+
+def column_note(header: str, sampler: str, diagnostics: dict | None = None) -> str:
+    if header == "score":
+        return f"for {sampler}: {score_meaning(sampler, diagnostics)}"
+    return COLUMN_NOTES.get(header, header)
+
+
+def verdict_section(verdict: dict | None) -> str:
+    """The headline against random and one row per measure with its margin ('' for a report without a verdict)."""
+    if not verdict or not verdict.get("measures"):
+        return ""
+    rows = []
+    for key, m in verdict["measures"].items():
+        share = key != "coverage"
+        show = percent if share else number
+        what = MEASURES[key].format(column=m.get("column", "labels"))
+        rows.append([what, show(m["selected"]), f"{show(m['random_mean'])} ± {show(m['random_std'])}", margin_text(m),
+                     Raw(f'<span class="{m["verdict"].replace(" ", "-")}">{esc(m["verdict"])}</span>')])
+    return (f'<p class="headline"><strong>{esc(verdict["headline"])}</strong></p>'
+            + table(["measure", "this selection", "random (mean ± std)", "margin", "verdict"], rows, "verdict", [
+                "what is compared, and which way is better",
+                "the value for this selection",
+                "the same measure over random selections of the same size",
+                "how far this selection is from the random mean, the better way or the worse",
+                f"better or worse than random, or on par when within {number(verdict.get('spread', 2.0))} standard deviations of the random draws",
+            ]))
 
 
 def render_report(report: dict, examples: list[dict]) -> str:
@@ -202,10 +267,15 @@ def render_report(report: dict, examples: list[dict]) -> str:
            f"<title>selectflow report: {esc(s['sampler'])} on {esc(s['input_name'])}</title><style>{CSS}</style></head><body>",
            f"<h1>Selection report: {esc(s['sampler'])}, {s['selected']} of {s['usable_rows']} rows</h1>"]
 
-    out.append("<h2>Summary</h2>")
-    out.append(table(["", ""], [[k, v] for k, v in s.items()], "kv"))
+    out.append('<section id="summary"><h2>Summary</h2>')
+    out.append(verdict_section(report.get("verdict")))
+    out.append(table(["field", "value"], [[label(k), v] for k, v in s.items()], "kv",
+                     ["what the run was given and what it wrote", "its value (times in seconds)"]))
+    out.append("</section>")
     if report.get("sampler_options"):
-        out.append("<p class=muted>Sampler options</p>" + table(["option", "value"], [[k, v] for k, v in report["sampler_options"].items()], "kv"))
+        out.append("<p class=muted>Sampler options</p>" + table(
+            ["option", "value"], [[label(k), Raw(value_html(v))] for k, v in report["sampler_options"].items()], "kv",
+            ["an option of the sampler, as the run resolved it", "its value"]))
 
     dp = report["data_problems"]
     out.append("<h2>Data problems</h2>")
@@ -219,7 +289,8 @@ def render_report(report: dict, examples: list[dict]) -> str:
                      f"{nd['near_duplicate_rows']} ({100 * nd['estimated_share']:.1f}%)"])
     if dp.get("empty_label_rows"):
         rows.append(["rows with an empty label list", dp["empty_label_rows"]])
-    out.append(table(["check", "count"], rows, "kv"))
+    out.append(table(["check", "count"], rows, "kv",
+                     ["a check of the input rows", "rows it found (the near-duplicate share is estimated on a sample)"]))
 
     ch = report.get("changes_since_previous")
     if ch:
@@ -233,25 +304,35 @@ def render_report(report: dict, examples: list[dict]) -> str:
                 ["added: already in the input", ch["added_already_in_input"] if ch["added_already_in_input"] is not None else "unknown"],
                 ["dropped: no longer in the input", ch["dropped_left_input"]],
                 ["dropped: still in the input, not selected", ch["dropped_outcompeted"]],
-            ], "kv"))
+            ], "kv", ["how this selection differs from the previous run's in the same folder", "rows"]))
             change_rows = [["added", e["id"], e["why"]] for e in ch["examples"]["added"]] + \
                           [["dropped", e["id"], e["why"]] for e in ch["examples"]["dropped"]]
             if change_rows:
-                out.append(table(["change", "id", "why"], change_rows))
+                out.append(table(["change", "id", "why"], change_rows, "",
+                                 ["added to or dropped from the selection", "the row's id", "why it changed"]))
 
     dc = report["diversity_coverage"]
     out.append("<h2>Diversity and coverage against random selections of the same size</h2>")
     out.append(f"<p class=muted>Random baseline: {dc['random_draws']} seeded draws of {s['selected']} rows; coverage is measured on "
-               f"{dc['pool_sample_rows']} sampled pool rows. Lower is better for both.</p>")
+               f"{dc['pool_sample_rows']} sampled pool rows. Each measure says which way is better.</p>")
     mrows = []
-    for key, label in (("mean_pairwise_similarity", "mean pairwise cosine similarity (lower = more diverse)"),
-                       ("coverage_distance", "mean distance from a pool row to its nearest selected row (lower = better coverage)")):
-        r = dc["random"][key]
-        mrows.append([label, dc["selected"][key], f"{fmt(r['mean'])} ± {fmt(r['std'])}"])
+    for key, name in (("mean_pairwise_similarity", "mean pairwise cosine similarity (lower = more diverse)"),
+                      ("coverage_distance", "mean distance from a pool row to its nearest selected row (lower = better coverage)"),
+                      ("near_duplicate_rate", "share of picks with another pick at cosine similarity > 0.95 (lower = fewer near-duplicates)")):
+        if key not in dc["selected"]:
+            continue
+        r, show = dc["random"][key], percent if key == "near_duplicate_rate" else fmt
+        mrows.append([name, show(dc["selected"][key]), f"{show(r['mean'])} ± {show(r['std'])}"])
     if "log_det_diversity" in dc:
         mrows.append(["log-det diversity per row, RBF kernel (higher = more diverse)", dc["log_det_diversity"]["selected"],
                       f"{fmt(dc['log_det_diversity']['random_mean'])} ± {fmt(dc['log_det_diversity']['random_std'])}"])
-    out.append(table(["measure", "selection", "random (mean ± std)"], mrows))
+    lc = dc.get("label_coverage")
+    if lc:
+        mrows.append([f"share of the {lc['distinct']} distinct {lc.get('column', 'labels')} with a selected row (higher = better)",
+                      percent(lc["selected"]), f"{percent(lc['random']['mean'])} ± {percent(lc['random']['std'])}"])
+    out.append(table(["measure", "selection", "random (mean ± std)"], mrows, "",
+                     ["what is measured, and which way is better", "the value for this selection",
+                      f"the mean and standard deviation over {dc['random_draws']} random selections of the same size"]))
 
     out.append("<h2>Selection against the pool</h2>")
     for key, title in (("clusters", "per cluster"), ("groups", "per group"), ("labels", "per label")):
@@ -262,7 +343,11 @@ def render_report(report: dict, examples: list[dict]) -> str:
         out.append(bars(cats, {"pool": [c["pool_share"] for c in comp], "selected": [c["selected_share"] for c in comp]},
                         f"Share of rows {title}: pool against selection"))
         out.append(table([key[:-1], "pool rows", "selected rows", "pool share", "selected share"],
-                         [[c["value"], c["pool"], c["selected"], c["pool_share"], c["selected_share"]] for c in comp]))
+                         [[c["value"], c["pool"], c["selected"], percent(c["pool_share"]), percent(c["selected_share"])]
+                          for c in comp], "",
+                         [f"the {key[:-1]} (the largest 30; the rest summed in the last row)", f"rows of the pool in this {key[:-1]}",
+                          f"selected rows in this {key[:-1]}", "its share of the pool's rows",
+                          "its share of the selected rows (close to the pool share = proportional)"]))
     sizes = report["composition"].get("cluster_sizes")
     if sizes:
         ordered = sorted(sizes, key=lambda c: -c["pool"])
@@ -274,9 +359,11 @@ def render_report(report: dict, examples: list[dict]) -> str:
     diag = dict(report.get("diagnostics", {}))
     curves = diag.pop("curves", {}) or {}
     hists = diag.pop("histograms", {}) or {}
-    scalars = [[k, v if not isinstance(v, list) or len(v) <= 20 else f"{len(v)} values: {v[:20]}…"] for k, v in diag.items()]
+    scalars = [[label(k), Raw(value_html(v))] for k, v in diag.items()]
     if scalars:
-        out.append(table(["diagnostic", "value"], scalars, "kv"))
+        out.append(table(["diagnostic", "value"], scalars, "kv diagnostics",
+                         ["a quantity the sampler reported about this run",
+                          "its value: long vectors as min, median and max with a small line of their values in order"]))
     for name, values in curves.items():
         out.append(line_chart(values, name))
     for name, h in hists.items():
@@ -288,7 +375,8 @@ def render_report(report: dict, examples: list[dict]) -> str:
     out.append("<h2>Examples</h2><p class=muted>Top selected rows by rank, then rejected rows beside their nearest selected row.</p>")
     for group in examples:
         out.append(f"<h3>{esc(group['title'])}</h3>")
-        out.append(table(group["headers"], [[c if not isinstance(c, str) else c for c in r] for r in group["rows"]], "examples"))
+        notes = group.get("notes") or [column_note(h, s["sampler"], report.get("diagnostics")) for h in group["headers"]]
+        out.append(table(group["headers"], group["rows"], "examples", notes))
 
     out.append(f"<p class=muted>Written by selectflow {esc(s.get('selectflow_version', ''))}. Timings per stage: "
                + esc(", ".join(f"{k} {v:.1f}s" for k, v in report.get("timings", {}).items())) + "</p>")

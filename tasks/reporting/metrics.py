@@ -53,6 +53,32 @@ def near_duplicate_rate(embeddings: np.ndarray, rows: np.ndarray, threshold: flo
     return float(np.mean(sim > threshold))
 
 
+def near_duplicate_share(embeddings: np.ndarray, rows: np.ndarray, threshold: float = NEAR_DUPLICATE_SIMILARITY,
+                         seed: int = 0, sample: int = SAMPLE_ROWS) -> float:
+    """Share of selected rows that have another selected row at cosine similarity above `threshold`. Lower is better.
+
+    `near_duplicate_rate`'s measure in bounded time: every selected row is searched, but only for at most `sample`
+    of them (seeded), so it is exact up to `sample` rows and an unbiased estimate beyond.
+    """
+    rows = np.asarray(rows)
+    if len(rows) < 2:
+        return 0.0
+    vecs = np.ascontiguousarray(embeddings[rows], dtype=np.float32)
+    queries = np.arange(len(rows))
+    if len(rows) > sample:
+        queries = np.sort(np.random.default_rng(seed).choice(len(rows), sample, replace=False))
+    sims, nn = _flat_index(vecs).search(vecs[queries], min(3, len(rows)))
+    # Skip the row itself by position (an exact duplicate may come first), as nearest_selected does.
+    first = np.argmax(nn != queries[:, None], axis=1)
+    sim = np.take_along_axis(sims, first[:, None], axis=1)[:, 0]
+    return float(np.mean(sim > threshold))
+
+
+def random_rows(n: int, size: int, seed: int, draw: int) -> np.ndarray:
+    """The `draw`-th seeded random selection of `size` of `n` rows: the same draws for every measure against random."""
+    return np.random.default_rng(seed + 1 + draw).choice(n, size, replace=False)
+
+
 def mean_pairwise_similarity(embeddings: np.ndarray, rows: np.ndarray, seed: int = 0) -> float:
     """Mean cosine similarity between distinct selected rows (on a sample of at most SAMPLE_ROWS). Lower is more diverse."""
     rows = np.asarray(rows)
@@ -76,16 +102,34 @@ def diversity_and_coverage(embeddings: np.ndarray, rows: np.ndarray, seed: int =
         return {
             "mean_pairwise_similarity": mean_pairwise_similarity(embeddings, r, seed),
             "coverage_distance": coverage_distance(embeddings, r, pool_sample),
+            "near_duplicate_rate": near_duplicate_share(embeddings, r, seed=seed),
         }
 
     selected = measure(rows)
-    randoms = [measure(np.random.default_rng(seed + 1 + i).choice(n, len(rows), replace=False)) for i in range(random_draws)]
+    randoms = [measure(random_rows(n, len(rows), seed, i)) for i in range(random_draws)]
     baseline = {}
     for key in selected:
         values = np.array([r[key] for r in randoms])
         baseline[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                          "values": values.tolist()}
     return {"selected": selected, "random": baseline, "random_draws": random_draws, "pool_sample_rows": len(pool_sample)}
+
+
+def label_coverage(pool_values: list, rows: np.ndarray, seed: int = 0, random_draws: int = 5) -> dict:
+    """Share of the distinct labels (or groups) of the pool that the selection represents, beside random selections of
+    its size (the draws of `diversity_and_coverage`). A row may carry several labels (a list or tuple). Higher is better."""
+    per_row = [v if isinstance(v, (list, tuple)) else (v,) for v in pool_values]
+    distinct = {v for values in per_row for v in values}
+
+    def share(r) -> float:
+        return len({v for i in r for v in per_row[int(i)]}) / len(distinct) if distinct else 0.0
+
+    n = len(per_row)
+    values = np.array([share(random_rows(n, len(rows), seed, i)) for i in range(random_draws)])
+    return {"distinct": len(distinct), "selected": share(rows),
+            "selected_count": len({v for i in rows for v in per_row[int(i)]}),
+            "random": {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                       "values": values.tolist()}}
 
 
 def composition(pool_values: list, selected_mask: np.ndarray, top: int = 30) -> list[dict]:

@@ -312,3 +312,38 @@ def test_compare_report_loads_renders_and_stays_offline(browser, pages, shots):
     assert headings == ["Runs", "Overlap", "Rows only one run picked", "Diversity and coverage side by side",
                         "Composition against the pool", "Shared map"]
     assert (shots / "compare.png").stat().st_size > 50_000
+
+
+def max_significant_digits(text: str) -> int:
+    """The most significant digits of any decimal number in `text` (leading zeros do not count: 0.06292 has 4)."""
+    digits = [len(re.sub(r"^0+", "", m.replace(".", ""))) for m in re.findall(r"\d+\.\d+", text.replace(",", ""))]
+    return max(digits, default=0)
+
+
+def test_select_report_summary_reads_well(browser, pages, shots):
+    visit = browser.open(pages["report"])
+    # The headline against random comes first in the summary, with a margin per measure.
+    headline = visit.evaluate("document.querySelector('#summary p.headline').innerText")
+    assert re.match(r"^(Better than|Worse than|On par with) random on ", headline), headline
+    verdict = visit.evaluate("[...document.querySelectorAll('#summary table.verdict tbody tr')].map(r => r.innerText)")
+    assert [row.split(":")[0] for row in verdict] == ["coverage", "near-duplicates", "label coverage"]
+    assert all(re.search(r"(lower|higher|fewer|more)", row) and re.search(r"(better|worse|on par)\s*$", row) for row in verdict)
+    # Numbers rounded for a reader everywhere (no 16-digit floats); \d\.\d{5,} alone would flag 0.06292, which has 4.
+    text = visit.evaluate("document.body.innerText")
+    assert max_significant_digits(text) <= 4, [m for m in re.findall(r"\d+\.\d{5,}", text)]
+    # The diagnostics hold no Python list or dict dumps; long vectors are summarised.
+    diagnostics = visit.evaluate("document.querySelector('table.diagnostics').innerText")
+    assert "[" not in diagnostics and "{" not in diagnostics and "next round options" in diagnostics
+    # Every table's columns are explained; the score column says what it is for this sampler.
+    assert visit.evaluate("document.querySelectorAll('table:not(.inner)').length") == visit.evaluate(
+        "document.querySelectorAll('ul.colnotes').length")
+    assert "score: for kmeans: " in text
+    # A screenshot of the summary section, kept with the others for a person to review.
+    for selector, name in (("#summary", "report-summary.png"), ("table.diagnostics", "report-diagnostics.png")):
+        box = json.loads(visit.evaluate(f"JSON.stringify((() => {{const r = document.querySelector('{selector}').getBoundingClientRect();"
+                                        " return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}})())"))
+        png = visit.screenshot(box)
+        width, height, pixels = decode_png(png)
+        assert (width, height) == (round(box["width"]), round(box["height"])) and height > 100
+        assert sum(1 for p in pixels if max(p) < 160) > 1000, f"{name}: hardly any text painted"
+        (shots / name).write_bytes(png)
