@@ -226,7 +226,7 @@ def cmd_select(args) -> int:
         return _select_many(args, names, selection)
     result = select_subset(_corpus(args), _encoder(args), selection, _output(args), _runner(args))
     dc = result["diversity"]
-    print(f"selected {result['selected']} of {result['prepared'].n_usable} usable rows with {selection.sampler} "
+    print(f"selected {result['selected']} of {result['prepared'].n_usable} usable rows with {selection.sampler_name} "
           f"(encoded {result['embedded'].encoded}, reused {result['embedded'].reused} from the cache)")
     print(f"  coverage distance {dc['selected']['coverage_distance']:.4f} vs random "
           f"{dc['random']['coverage_distance']['mean']:.4f} ± {dc['random']['coverage_distance']['std']:.4f} (lower is better)")
@@ -242,9 +242,12 @@ def cmd_select(args) -> int:
 
 def _select_many(args, names: list[str], selection) -> int:
     """Several samplers on one embedding pass, then one comparison report. -o options go to every sampler that has them."""
+    from selectflow.flows.params import sampler_choice
     from selectflow.flows.pipeline import select_many
 
-    result = select_many(names, _corpus(args), _encoder(args), selection, _output(args), _runner(args))
+    options = _sampler_options(args, names)
+    choices = [sampler_choice({**options[name], "name": name}) for name in names]
+    result = select_many(choices, _corpus(args), _encoder(args), selection, _output(args), _runner(args))
     for run in result["runs"]:
         dc = run["diversity"]
         print(f"{run['selection'].sampler:>12}: {run['selected']} rows, coverage distance "

@@ -78,13 +78,14 @@ FLAGS: dict[type[BaseModel], dict[str, Flag]] = {
     },
     SelectionParams: {
         "sampler": Flag(metavar="NAME", parse=str,
-                        why="select takes several, comma-separated; the command checks each name against SamplerName "
-                            "and reports an unknown one as a one-line error"),
+                        why="a tagged union (the sampler's name and its options): --sampler sets the name (select takes "
+                            "several, comma-separated; the command checks each against SamplerName and reports an "
+                            "unknown one as a one-line error), -o its options"),
         "budget": Flag(metavar="N|FRACTION", parse=budget_type, why="Budget (a union) parsed by params.parse_budget"),
         "seed": Flag(metavar="N"),
         "options": Flag("-o", "NAME=VALUE", parse=sampler_option,
-                        why="repeatable NAME=VALUE, checked against the chosen sampler's Options model; the default "
-                            "is every sampler's default options"),
+                        why="the options of the `sampler` choice (no field of their own): repeatable NAME=VALUE, "
+                            "checked against the chosen sampler's Options model; the default is its default options"),
         "target": Flag(metavar="CORPUS"),
         "target_text_columns": Flag("--target-text", "COL"),
         "feedback": Flag(metavar="FILE.parquet"),
@@ -110,6 +111,9 @@ FLAGS: dict[type[BaseModel], dict[str, Flag]] = {
     },
 }
 
+# -o NAME=VALUE: the options of the chosen sampler, which live in the `sampler` choice (no field of their own).
+SAMPLER_OPTIONS_FIELD = FieldInfo(description="Options of the chosen sampler.")
+
 # Fields with no flag at all, and why (none today: every field of every parameter model has one).
 NOT_EXPOSED: dict[type[BaseModel], dict[str, str]] = {}
 
@@ -120,7 +124,9 @@ def flag_name(model: type[BaseModel], field: str) -> str:
 
 
 def field_default(field: FieldInfo):
-    return field.get_default(call_default_factory=True)
+    default = field.get_default(call_default_factory=True)
+    # A tagged-union choice (SelectionParams.sampler) defaults to its tag: the flag takes a name (--sampler NAME).
+    return default.name if field.discriminator == "name" and isinstance(default, BaseModel) else default
 
 
 def _unwrap(annotation):
@@ -203,12 +209,12 @@ def _cached(model, name, make):
 
 def argument(model: type[BaseModel], name: str, extra_help: str = "") -> tuple[list[str], dict]:
     """The add_argument call (names, keyword arguments) for one field."""
-    field = model.model_fields[name]
+    field = SAMPLER_OPTIONS_FIELD if (model, name) == (SelectionParams, "options") else model.model_fields[name]
     spec = FLAGS.get(model, {}).get(name, Flag())
     default = field_default(field)
     kind, _ = _unwrap(field.annotation)
     kwargs: dict = {"default": default, "help": help_text(field, default, extra_help)}
-    if name == "options" and model is SelectionParams:
+    if name == "options" and model is SelectionParams:  # the options of the `sampler` choice
         kwargs.update(default=[], action="append", type=spec.parse, metavar=spec.metavar, dest="option",
                       help=help_text(field, [], "One NAME=VALUE each (repeatable), checked against the chosen "
                                                 "sampler's options, listed below."))
@@ -253,6 +259,10 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *, 
             continue
         names, kwargs = argument(model, name, (extra_help or {}).get(name, ""))
         group.add_argument(*names, **kwargs)
+        if model is SelectionParams and name == "sampler":
+            # The sampler field is a tagged union (name + that sampler's options): --sampler NAME sets the tag,
+            # -o NAME=VALUE the options (cli._selection maps both onto the choice).
+            group.add_argument(*argument(SelectionParams, "options")[0], **argument(SelectionParams, "options")[1])
     return group
 
 

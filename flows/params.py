@@ -5,10 +5,11 @@ The sampler choices and each sampler's own options come from the sampler registr
 sampler appears here without an edit.
 """
 
+import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
 from selectflow.tasks.samplers import SAMPLERS
 from selectflow.tasks.samplers.budget import Budget, parse_budget  # noqa: F401  (parse_budget: the CLI's budget flags)
@@ -61,12 +62,28 @@ class EncoderParams(BaseModel):
 
 SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 
-SamplerOptions = create_model(
-    "SamplerOptions",
-    __config__=ConfigDict(extra="forbid"),
-    **{name: (cls.Options, Field(default_factory=cls.Options, description=cls.description)) for name, cls in SAMPLERS.items()},
-)
-SamplerOptions.__doc__ = "Options of each sampler; only the chosen sampler's options are used."
+def _choice_model(name: str, cls) -> type[BaseModel]:
+    """One branch of the Run form's sampler choice: the sampler's Options with a `name` tag (the discriminator)."""
+    model = create_model(
+        "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_ ]", name)) + "Choice",
+        __base__=cls.Options,
+        name=(Literal[name], Field(default=name, description=f"Sampler: {name}.")),  # type: ignore[valid-type]
+    )
+    model.model_config["title"] = name  # the branch's title in the Run form
+    model.model_rebuild(force=True)
+    model.__doc__ = cls.description
+    return model
+
+
+# One model per sampler, keyed by its `name`: the Run form shows the chosen sampler's options only.
+SAMPLER_CHOICES: dict[str, type[BaseModel]] = {name: _choice_model(name, cls) for name, cls in SAMPLERS.items()}
+SamplerChoice = Annotated[Union[tuple(SAMPLER_CHOICES.values())], Field(discriminator="name")]  # type: ignore[valid-type]
+_SAMPLER_CHOICE = TypeAdapter(SamplerChoice)
+
+
+def sampler_choice(value) -> BaseModel:
+    """A sampler choice from a name ('kmeans'), a dict ({'name': 'kmeans', 'k': 16}) or a choice model."""
+    return _SAMPLER_CHOICE.validate_python({"name": value} if isinstance(value, str) else value)
 
 
 class SelectionParams(BaseModel):
@@ -74,10 +91,10 @@ class SelectionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sampler: SamplerName = Field(default="coverage", description="Selection method.")
+    sampler: SamplerChoice = Field(default_factory=lambda: sampler_choice("coverage"),  # type: ignore[valid-type]
+                                   description="Selection method and its options (only the chosen sampler's).")
     budget: Budget = Field(default=0.05, description="Rows to select: a fraction below 1 of the usable rows, or a whole number of rows.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed: same input, options and seed give the same selection.")
-    options: SamplerOptions = Field(default_factory=SamplerOptions, description="Per-sampler options.")  # type: ignore[valid-type]
     target: Optional[str] = Field(default=None, description="A second corpus (file, folder or glob) to select toward: the influence sampler's target set. Embedded with the same encoder.")
     target_text_columns: list[str] = Field(default_factory=list, description="Text column(s) of the target corpus. Empty: the same as the main corpus.")
     feedback: Optional[str] = Field(default=None, description="Parquet of per-row feedback from training on an earlier round (columns sf_id or id, and feedback): iterative kMQ reweights clusters with it.")
@@ -90,8 +107,38 @@ class SelectionParams(BaseModel):
     partitions: Optional[int] = Field(default=None, ge=1, le=1_000_000, description="Partitioned selection for corpora too large for one machine: embeddings stay as shards (no (N, D) matrix, no index over all rows), rows are routed to this many k-means partitions, the sampler runs on each partition as one task on the task runner, and the picks are merged to exactly the budget (in proportion to partition size, near-duplicates across partition borders replaced). Empty: off, unless --memory-limit is given.")
     memory_limit: Optional[float] = Field(default=None, gt=0, le=1_000_000, description="GiB of memory per process for partitioned selection: chooses the number of partitions (planning/partitions.py: partitions_for_memory) when --partitions is not given. Empty: no limit.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_shape(cls, data):
+        # The shape before the tagged union, still accepted: sampler as a name, and `options` per sampler name.
+        if isinstance(data, dict) and (isinstance(data.get("sampler"), str) or "options" in data):
+            data = dict(data)
+            options = data.pop("options", None) or {}
+            sampler = data.get("sampler", "coverage")
+            if isinstance(sampler, str):
+                data["sampler"] = {**(options.get(sampler) or {}), "name": sampler}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field(self):
+        # Rules between fields of this model run wherever the model is built: the CLI, `selectflow serve`, and the
+        # flow's parameter validation when a run starts (before any task). The server's JSON schema cannot express
+        # them; rules that need the corpus columns are checked at flow start by pipeline.check_floors.
+        if self.per_group and self.partitioned():
+            raise ValueError("per_group cannot be combined with partitioned selection (partitions / memory_limit)")
+        return self
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler.name
+
     def sampler_options(self) -> dict:
-        return getattr(self.options, self.sampler).model_dump()
+        """The chosen sampler's options (without its `name` tag): what the manifest records as selection.options."""
+        return self.sampler.model_dump(exclude={"name"})
+
+    def with_sampler(self, spec) -> "SelectionParams":
+        """This selection with another sampler (a name, a dict or a choice model)."""
+        return self.model_copy(update={"sampler": sampler_choice(spec)})
 
     def partitioned(self) -> bool:
         """Partitioned selection: asked for with `partitions`, or chosen by a memory limit."""

@@ -9,12 +9,14 @@ The results they pass on are the typed models of tasks/io/results.py.
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from prefect import flow, unmapped
 
-from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SamplerName, SelectionParams
+from selectflow.flows.params import (CorpusParams, EncoderParams, OutputParams, SamplerChoice, SamplerName, SelectionParams,
+                                     sampler_choice)
 from selectflow.flows import failures, history
+from selectflow.flows.exclusive import exclusive
 from selectflow.tasks.corpus import prepare_corpus_task
 from selectflow.flows.runners import RunnerParams, make_task_runner
 from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embedding_task
@@ -45,6 +47,7 @@ class _Timer:
 
 @flow(name="embed-corpus", log_prints=True, flow_run_name=history.embed_corpus_run_name,
       on_failure=[failures.publish_failure])
+@exclusive  # a deployment's run holds its corpus's limit: scheduled runs of one corpus never overlap (flows/exclusive.py)
 def embed_corpus(
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
@@ -103,7 +106,7 @@ def select_groups(prepared: PreparedCorpus, embedded: Embeddings, *, selection: 
 
 
 def _sampler_run(selection: SelectionParams) -> SamplerRun:
-    return SamplerRun(sampler=selection.sampler, options=selection.sampler_options(), budget=selection.budget,
+    return SamplerRun(sampler=selection.sampler_name, options=selection.sampler_options(), budget=selection.budget,
                       seed=selection.seed)
 
 
@@ -119,7 +122,10 @@ def _embed_for(selection: SelectionParams):
 
 
 def check_floors(corpus: CorpusParams, selection: SelectionParams) -> None:
-    """Coverage floors need their column: fail before any work, naming the flag to add."""
+    """Rules that span the corpus and selection parameters (the server's JSON schema cannot express them):
+    per-group selection and coverage floors need their column. Fails at flow start, before any work, naming the flag."""
+    if selection.per_group and not corpus.group_column:
+        raise ConfigError("--per-group needs a group column: pass --group COL.")
     if selection.min_per_group is not None and not corpus.group_column:
         raise ConfigError("--min-per-group needs a group column: pass --group COL.")
     if selection.min_per_label is not None and not corpus.label_column:
@@ -132,7 +138,7 @@ def check_floors(corpus: CorpusParams, selection: SelectionParams) -> None:
 def _run_config(corpus: CorpusParams, encoder: EncoderParams, selection: SelectionParams) -> dict:
     """Everything that decides a run's outputs: its identity (run key) and the manifest's configuration."""
     return {"corpus": corpus.model_dump(), "encoder": encoder.model_dump(),
-            "selection": {"sampler": selection.sampler, "budget": selection.budget, "seed": selection.seed,
+            "selection": {"sampler": selection.sampler_name, "budget": selection.budget, "seed": selection.seed,
                           "options": selection.sampler_options(), "target": selection.target,
                           "target_text_columns": selection.target_text_columns, "feedback": selection.feedback,
                           "previous_runs": selection.previous_runs, "per_group": selection.per_group,
@@ -173,6 +179,7 @@ def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder
 
 @flow(name="select-subset", log_prints=True, flow_run_name=history.select_subset_run_name,
       on_failure=[failures.publish_failure])
+@exclusive
 def select_subset(
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
@@ -197,8 +204,9 @@ def select_subset(
 
 @flow(name="select-many", log_prints=True, flow_run_name=history.select_many_run_name,
       on_failure=[failures.publish_failure])
+@exclusive
 def select_many(
-    samplers: list[SamplerName],
+    samplers: list[Union[SamplerName, SamplerChoice]],  # type: ignore[valid-type]
     corpus: CorpusParams = CorpusParams(),
     encoder: EncoderParams = EncoderParams(),
     selection: SelectionParams = SelectionParams(),
@@ -211,8 +219,14 @@ def select_many(
     check_floors(corpus, selection)
     run_root, history_root = history.run_output_dir(output.out_dir)  # a deployment run: its own subfolder
     planned = []
-    for name in dict.fromkeys(samplers):  # keep order, drop repeats
-        chosen = selection.model_copy(update={"sampler": name})
+    # Each sampler once, in order: a choice with its options, or a name (the selection's options when it is the
+    # selection's sampler, else that sampler's defaults).
+    choices = {}
+    for spec in samplers:
+        choice = sampler_choice(selection.sampler if spec == selection.sampler_name else spec)
+        choices.setdefault(choice.name, choice)
+    for name, choice in choices.items():
+        chosen = selection.with_sampler(choice)
         config = _run_config(corpus, encoder, chosen)
         run_key = config_hash(config)
         # Every folder is checked before any work, so a refusal never leaves half of the runs written.

@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import serve
 from prefect.schedules import Cron
 
+from selectflow.flows.exclusive import corpus_limit_name, exclusive_limits, exclusive_tag
 from selectflow.flows.params import CorpusParams, EncoderParams, OutputParams, SelectionParams
 from selectflow.flows.pipeline import embed_corpus, select_subset
 from selectflow.flows.runners import RunnerParams
@@ -66,18 +67,21 @@ def build_deployments(
     select_parameters = {"corpus": corpus.model_dump(mode="json"), "encoder": encoder.model_dump(mode="json"),
                          "selection": selection.model_dump(mode="json"), "output": output.model_dump(mode="json"),
                          "runner": runner.model_dump(mode="json")}
+    # Both deployments of this corpus share one concurrency limit (flows/exclusive.py): their runs never overlap,
+    # nor do those of other `selectflow serve` processes on the same corpus file.
+    tags = ["selectflow", exclusive_tag(corpus_limit_name(corpus.path))]
     embed_parameters = {"corpus": select_parameters["corpus"], "encoder": select_parameters["encoder"],
                         "cache_dir": output.cache_dir, "runner": select_parameters["runner"]}
     return [
         select_subset.to_deployment(
             name=name, schedules=_schedule(select_cron, timezone, "--cron"), parameters=select_parameters,
             description="Embed the corpus, select a subset, write selected.parquet, manifest.json and the report.",
-            tags=["selectflow"],
+            tags=tags,
         ),
         embed_corpus.to_deployment(
             name=name, schedules=_schedule(embed_cron, timezone, "--embed-cron"), parameters=embed_parameters,
             description="Embed and index the corpus into the cache, ready for selections.",
-            tags=["selectflow"],
+            tags=tags,
         ),
     ]
 
@@ -99,4 +103,14 @@ def serve_flows(
     `limit` caps concurrent runs (default 1: each run already uses every core for the encoder).
     """
     deployments = build_deployments(name, select_cron, embed_cron, timezone, corpus, encoder, selection, output, runner)
+    create_limits(deployments)
     serve(*deployments, limit=limit)
+
+
+def create_limits(deployments) -> list[str]:
+    """Create the concurrency limits the served runs take, when missing (limit 1 each): the corpus's exclusive limit
+    and one per GPU of this machine (tasks/embedding/gpu_slots.py). Strict: runs never meet a missing limit."""
+    from selectflow.tasks.embedding.gpu_slots import create_local_gpu_limits, ensure_limits
+
+    limits = list(dict.fromkeys(name for d in deployments for name in exclusive_limits(d.tags)))
+    return ensure_limits(limits) + create_local_gpu_limits()

@@ -14,12 +14,12 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
-from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from .embedding.encode_units import (EmbeddingPlan, assemble_matrix, embeddings_result, encode_positions, encoding_settings,
                                      open_store, plan_units)
 from .embedding.encoder import EncoderInfo, load_encoder
+from .embedding.gpu_slots import device_slot
 from .embedding.store import store_key
 from .io.atomic import write_npy
 from .io.hashing import config_hash
@@ -27,7 +27,6 @@ from .io.results import Embeddings, PreparedCorpus
 from .io.workspace import Workspace
 from .retry import RETRY_OPTIONS
 
-GPU_CONCURRENCY_LIMIT = "selectflow-gpu"
 _bars: dict = {}
 _bars_lock = threading.Lock()
 # Embedding progress per plan (its artifact id): texts done per unit, and the last value published. Units run
@@ -88,9 +87,6 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
     """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
     from uuid import UUID
 
-    device = plan.devices[unit]
-    encoder, info = cached_encoder(model, device, backend, cache_dir)
-    store = open_store(Workspace(cache_dir).store_root, info)
     positions = np.load(plan.units[unit], allow_pickle=False)
     total = plan.total
     bar = _terminal_bar(plan.artifact_id, total)
@@ -100,16 +96,16 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
         if bar is not None:
             _advance(bar, rows)
 
-    def encode() -> int:
+    def encode(device: str) -> int:
+        encoder, info = cached_encoder(model, device, backend, cache_dir)
+        store = open_store(Workspace(cache_dir).store_root, info)
         return encode_positions(prepared.prepared_path, positions, encoder, info, store=store, batch_size=batch_size,
                                 shard_rows=shard_rows, progress=progress, batch_tokens=batch_tokens)
 
-    if not device.startswith("cuda"):
-        return encode()
-    # GPU units of every flow run share one global concurrency limit (`prefect gcl create selectflow-gpu --limit N`),
-    # so concurrent runs never put two encoders on a GPU that holds one; without the limit this does not wait.
-    with concurrency(GPU_CONCURRENCY_LIMIT, occupy=1, strict=False):
-        return encode()
+    # CPU: no slot. GPU: the slot of any free GPU of this machine (one limit per device, `selectflow-gpu-<host>-<index>`
+    # with limit 1, taken strictly: see tasks/embedding/gpu_slots.py), then encode on the device whose slot it holds.
+    with device_slot(plan.devices[unit], plan.devices) as device:
+        return encode(device)
 
 
 def _report_progress(artifact_id: str, unit: int, done: int, total: int, step: float = 1.0) -> int:

@@ -111,33 +111,42 @@ EVERY_SELECT_OPTION = [
     "--out", "outdir", "--overwrite", "--format", "jsonl,hf", "--cache-dir", "cachedir",
     "--runner", "dask", "--address", "tcp://scheduler:8786", "--workers", "2", "--unit-rows", "100", "--shard-rows", "10",
 ]
+# Partitioned selection cannot be combined with --per-group (SelectionParams refuses the pair): its flags are given
+# to a second serve, and each field must be passed on by one of the two.
+PARTITION_OPTIONS = ["--partitions", "4", "--memory-limit", "2"]
 
 
 def test_serve_passes_every_select_option_into_the_deployment(monkeypatch, tmp_path):
     import selectflow.flows.serve as serve_module
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    given = {a for a in EVERY_SELECT_OPTION if a.startswith("-")}
+    given = {a for a in EVERY_SELECT_OPTION + PARTITION_OPTIONS if a.startswith("-")}
     skip = {"--verbose", "--debug", "-h", "--help", "--option"} | set(NOT_FOR_SERVE)
     assert set(_flags("select")) - given - skip == set(), "give EVERY_SELECT_OPTION a value for each new flag"
 
     captured = {}
     monkeypatch.setattr(serve_module, "serve", lambda *deployments, limit: captured.update(deployments=deployments))
+    monkeypatch.setattr(serve_module, "create_limits", lambda deployments: [])  # no server here
     monkeypatch.chdir(tmp_path)
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["serve", "corpus.parquet", *PARTITION_OPTIONS, "--name", "p", "--cron", ""]) == 0
+        partitioned = next(d for d in captured["deployments"] if d.name == "p" and "selection" in d.parameters).parameters
         assert main(["serve", *EVERY_SELECT_OPTION, "--name", "t", "--cron", ""]) == 0
     select = next(d for d in captured["deployments"] if d.name == "t" and "corpus" in d.parameters and "selection" in d.parameters)
     parameters = select.parameters
     for section, model in SECTIONS.items():
         defaults = model().model_dump(mode="json")
         for field in model.model_fields:
-            assert parameters[section][field] != defaults[field], f"serve dropped {flag_name(model, field)} ({section}.{field})"
+            assert parameters[section][field] != defaults[field] or partitioned[section][field] != defaults[field], \
+                f"serve dropped {flag_name(model, field)} ({section}.{field})"
     # Paths become absolute: served runs start in subprocesses.
     assert parameters["selection"]["target"] == str(tmp_path / "target.parquet")
     assert parameters["selection"]["previous_runs"] == [str(tmp_path / "round1"), str(tmp_path / "round2")]
     assert parameters["selection"]["feedback"] == str(tmp_path / "feedback.parquet")
     assert parameters["output"]["formats"] == ["hf", "jsonl", "parquet"]
-    assert parameters["selection"]["options"]["kmeans"]["k"] == 4
+    # The sampler is a tagged union: its name and the chosen sampler's options, nothing of the others.
+    assert parameters["selection"]["sampler"]["name"] == "kmeans" and parameters["selection"]["sampler"]["k"] == 4
+    assert "options" not in parameters["selection"] and "greedy_fraction" not in parameters["selection"]["sampler"]
 
 
 # (d) every field has a flag with the model's default, choices and bounds --------------------------------------

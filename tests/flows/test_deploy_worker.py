@@ -173,13 +173,13 @@ def test_deployments_record_module_paths_pull_steps_and_a_typed_schema(server, d
         assert dep["enforce_parameter_schema"] is True
     select = deployed["nightly-kmeans"]["parameter_openapi_schema"]
     assert {"SelectionParams", "OutputParams"} <= set(select["definitions"])
-    assert "random" in select["definitions"]["SelectionParams"]["properties"]["sampler"]["enum"]
+    assert "#/definitions/RandomChoice" in select["definitions"]["SelectionParams"]["properties"]["sampler"]["discriminator"]["mapping"].values()
     # The check infra/server.md gives after a deploy.
     inspected = subprocess.run([PREFECT, "deployment", "inspect", "select-subset/nightly-kmeans"], env=server.env,
                                capture_output=True, text=True, timeout=120)
     assert inspected.returncode == 0 and "CorpusParams" in inspected.stdout, inspected.stdout + inspected.stderr
     # ... so the server validates runs at creation, as the UI's Run form needs.
-    rejected = server.create_run(deployed["nightly-kmeans"]["id"], {"selection": {"sampler": "random", "budget": 1.5}})
+    rejected = server.create_run(deployed["nightly-kmeans"]["id"], {"selection": {"sampler": {"name": "random"}, "budget": 1.5}})
     assert rejected.status_code == 409 and "selection.budget" in rejected.json()["detail"], rejected.text
 
 
@@ -199,7 +199,7 @@ def test_a_worker_in_a_clean_directory_clones_installs_and_runs_the_deployment(s
     created = server.create_run(nightly["id"], {
         "corpus": {"path": str(bundled_slice), "text_columns": [], "id_column": "id", "group_column": "source"},
         "encoder": {"device": "cpu", "batch_size": 32, "index": "flat"},
-        "selection": {"sampler": "random", "budget": BUDGET, "seed": 0},
+        "selection": {"sampler": {"name": "random"}, "budget": BUDGET, "seed": 0},
     })
     assert created.status_code == 201, created.text
 

@@ -205,7 +205,7 @@ def _ui_parameters(bundled_slice: Path, out_dir: Path, cache: Path, budget) -> d
         "corpus": {"path": str(bundled_slice), "text_columns": [], "id_column": "id", "quality_column": None,
                    "label_column": "source", "group_column": "source"},
         "encoder": {"model": None, "device": "cpu", "batch_size": 32, "index": "flat"},
-        "selection": {"sampler": "kmeans", "budget": budget, "seed": 5},
+        "selection": {"sampler": {"name": "kmeans"}, "budget": budget, "seed": 5},
         "output": {"out_dir": str(out_dir), "overwrite": False, "cache_dir": str(cache)},
     }
 
@@ -216,6 +216,10 @@ def test_served_deployments_carry_schedule_defaults_and_form(server, served, bun
     assert dep["schedules"][0]["schedule"]["timezone"] == "UTC" and dep["schedules"][0]["active"]
     assert served["embed"]["schedules"] == []
     assert dep["enforce_parameter_schema"] is True
+    # Its runs and the embed deployment's share the corpus's concurrency limit (flows/exclusive.py), created by serve.
+    lock = [t for t in dep["tags"] if t.startswith("selectflow-exclusive:")]
+    assert len(lock) == 1 and lock[0] in served["embed"]["tags"]
+    assert server.get(f"/v2/concurrency_limits/{lock[0].split(':', 1)[1]}")["limit"] == 1
     # The command's options became the deployment's defaults, with absolute paths.
     assert dep["parameters"]["corpus"]["path"] == str(bundled_slice.resolve())
     assert dep["parameters"]["selection"]["budget"] == 0.25
@@ -226,8 +230,13 @@ def test_served_deployments_carry_schedule_defaults_and_form(server, served, bun
         for field_name, field in model["properties"].items():
             assert field.get("description"), f"{model_name}.{field_name} has no description in the UI form"
     selection = schema["definitions"]["SelectionParams"]["properties"]
-    assert {"kmeans", "random"} <= set(selection["sampler"]["enum"])
+    # The sampler is a tagged union: one branch per sampler, with its options only, titled and keyed by its name.
+    branches = [schema["definitions"][ref["$ref"].split("/")[-1]] for ref in selection["sampler"]["oneOf"]]
+    assert {"kmeans", "random"} <= {b["title"] for b in branches} and selection["sampler"]["discriminator"]["propertyName"] == "name"
+    kmeans = next(b for b in branches if b["title"] == "kmeans")
+    assert "k" in kmeans["properties"] and "greedy_fraction" not in kmeans["properties"]
     budget = {branch["type"]: branch for branch in selection["budget"]["anyOf"]}
+    assert {b["title"] for b in budget.values()} == {"rows", "fraction"}
     assert budget["integer"]["minimum"] == 1
     assert budget["number"]["exclusiveMinimum"] == 0 and budget["number"]["exclusiveMaximum"] == 1
     assert schema["definitions"]["EncoderParams"]["properties"]["device"]["enum"] == ["auto", "cpu", "cuda"]
@@ -308,7 +317,7 @@ def test_prefect_yaml_deploys_every_deployment_to_the_process_work_pool(server, 
         assert str(REPO) not in dep["entrypoint"] and not dep["entrypoint"].startswith("flows/")
 
     nightly = server.deployment("select-subset", "nightly-kmeans")
-    rejected = server.create_run(nightly["id"], {"selection": {"sampler": "kmeans", "budget": 1.5}})
+    rejected = server.create_run(nightly["id"], {"selection": {"sampler": {"name": "kmeans"}, "budget": 1.5}})
     assert rejected.status_code == 409 and "selection.budget" in rejected.json()["detail"]
 
 
