@@ -21,6 +21,7 @@ from .embedding.encode_units import (EmbeddingPlan, assemble_matrix, embeddings_
 from .embedding.encoder import EncoderInfo, load_encoder
 from .embedding.gpu_slots import device_slot
 from .embedding.store import store_key
+from .io import storage
 from .io.atomic import write_npy
 from .io.hashing import config_hash
 from .io.results import Embeddings, PreparedCorpus
@@ -37,7 +38,7 @@ _progress_lock = threading.Lock()
 
 def cached_encoder(model: str | None, device: str, backend: str = "torch", cache_dir: str | None = None):
     """One loaded encoder per (model, device, backend) per worker process; ONNX exports live in <cache>/onnx."""
-    export_root = str(Workspace(cache_dir).root / "onnx") if backend != "torch" else None
+    export_root = str(Workspace(cache_dir).local_root / "onnx") if backend != "torch" else None
     return _load_once(model, device, backend, export_root)
 
 
@@ -70,7 +71,7 @@ def plan_embedding_task(prepared: PreparedCorpus, *, model: str | None, device: 
     unit_paths = []
     offsets = np.cumsum([0] + [len(u) for u in units])
     for i, unit in enumerate(units):
-        path = ws.root / "units" / key / f"unit-{i:05d}.npy"
+        path = ws.path("units", key, f"unit-{i:05d}.npy")
         write_npy(path, unit)
         unit_paths.append(str(path))
     total = int(offsets[-1])
@@ -87,7 +88,7 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
     """Encode one unit of missing texts on its device; safe to re-run (finished shards are skipped)."""
     from uuid import UUID
 
-    positions = np.load(plan.units[unit], allow_pickle=False)
+    positions = np.load(storage.local_copy(plan.units[unit]), allow_pickle=False)
     total = plan.total
     bar = _terminal_bar(plan.artifact_id, total)
 
