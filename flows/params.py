@@ -32,7 +32,7 @@ class CorpusParams(BaseModel):
     quality_column: Optional[str] = Field(default=None, description="Optional numeric quality-score column used by quality-aware samplers.")
     label_column: Optional[str] = Field(default=None, description="Optional label column: a string or a list of strings per row.")
     group_column: Optional[str] = Field(default=None, description="Optional group column (e.g. source) reported per group.")
-    embeddings: Optional[str] = Field(default=None, description="Bring your own embeddings: a list-of-floats column of the input, or a .npy file with one row per input row. Encoding is skipped.")
+    embeddings: Optional[str] = Field(default=None, description="Bring your own embeddings: a list-of-floats column of the input, or a .npy file with one row per input row. With --partitions or --memory-limit also a folder or glob of .npy shards (files in name order, together one row per input row), read shard by shard. Encoding is skipped.")
     normalize_embeddings: bool = Field(default=False, description="Scale your own embeddings to unit length (otherwise non-unit vectors are an error).")
 
     def spec(self) -> dict:
