@@ -76,11 +76,17 @@ def test_report_is_self_contained_and_complete(run):
 def test_artifacts_are_published(run):
     from prefect.artifacts import Artifact
 
-    summary = Artifact.get("selection-summary")
+    # Keyed by deployment ('cli' outside one) and sampler, so each keeps its own history.
+    out, _ = run
+    summary = Artifact.get("selection-summary-cli-kmeans")
     assert summary is not None and "Selection: kmeans" in summary.data
-    assert Artifact.get("selection-composition") is not None
-    link = Artifact.get("selection-report")
-    assert link is not None and "report.html" in link.data
+    assert "Against random selections of the same size" in summary.data
+    assert all(m in summary.data for m in ("coverage", "near-duplicates", "label coverage")) and "±" in summary.data
+    assert Artifact.get("selection-composition-cli-kmeans") is not None
+    # On a local disk the report is a path to copy, not a file:// link the UI's page cannot open.
+    report = Artifact.get("selection-report-cli-kmeans")
+    assert report is not None and report.type == "markdown"
+    assert str((out / "report.html").resolve()) in report.data and "file://" not in report.data
 
 
 def test_rerun_reuses_everything_and_gives_the_same_bytes(run, bundled_slice, tmp_path):

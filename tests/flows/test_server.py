@@ -264,10 +264,12 @@ def test_run_created_like_the_ui_completes_with_outputs_and_artifacts(server, se
 
     artifacts = server.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     by_key = {a["key"]: a for a in artifacts if a["key"]}
-    assert {"selection-summary", "selection-composition", "selection-report"} <= set(by_key)
-    assert "Selection: kmeans" in by_key["selection-summary"]["data"]
-    assert by_key["selection-summary"]["type"] == "markdown" and by_key["selection-composition"]["type"] == "table"
-    assert str(out_dir / "report.html") in by_key["selection-report"]["data"]
+    # Keys carry the deployment ('test') and the sampler, so every deployment and sampler keeps its own history.
+    summary, composition, report = "selection-summary-test-kmeans", "selection-composition-test-kmeans", "selection-report-test-kmeans"
+    assert {summary, composition, report} <= set(by_key)
+    assert "Selection: kmeans" in by_key[summary]["data"] and "Against random" in by_key[summary]["data"]
+    assert by_key[summary]["type"] == "markdown" and by_key[composition]["type"] == "table"
+    assert str(out_dir / "report.html") in by_key[report]["data"] and "file://" not in by_key[report]["data"]
     # The served run's logs reach the server (the CLI silences Prefect's logs for `select`, not for `serve`).
     # Logs are shipped in batches after the state change: wait for the last one.
     _wait_for("the run's final log line", lambda: any(
