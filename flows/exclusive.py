@@ -46,7 +46,7 @@ def hold(limits: list[str]) -> Iterator[None]:
         return
     from prefect.concurrency.sync import concurrency
 
-    from selectflow.tasks.embedding.gpu_slots import ensure_limits
+    from selectflow.tasks.concurrency_limits import ensure_limits
 
     ensure_limits(limits)
     with concurrency(limits, occupy=1, strict=True):

@@ -109,8 +109,8 @@ def serve_flows(
 
 def create_limits(deployments) -> list[str]:
     """Create the concurrency limits the served runs take, when missing (limit 1 each): the corpus's exclusive limit
-    and one per GPU of this machine (tasks/embedding/gpu_slots.py). Strict: runs never meet a missing limit."""
-    from selectflow.tasks.embedding.gpu_slots import create_local_gpu_limits, ensure_limits
+    and one per GPU of this machine (tasks/concurrency_limits.py). Strict: runs never meet a missing limit."""
+    from selectflow.tasks.concurrency_limits import create_local_gpu_limits, ensure_limits
 
     limits = list(dict.fromkeys(name for d in deployments for name in exclusive_limits(d.tags)))
     return ensure_limits(limits) + create_local_gpu_limits()

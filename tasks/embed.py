@@ -19,6 +19,7 @@ from prefect.logging import get_run_logger
 from .embedding.encode_units import (EmbeddingPlan, assemble_matrix, embeddings_result, encode_positions, encoding_settings,
                                      open_store, plan_units)
 from .embedding.encoder import EncoderInfo, load_encoder
+from .concurrency_limits import prefect_try_acquire
 from .embedding.gpu_slots import device_slot
 from .embedding.store import store_key
 from .io import storage
@@ -105,7 +106,7 @@ def encode_unit_task(unit: int, *, prepared: PreparedCorpus, plan: EmbeddingPlan
 
     # CPU: no slot. GPU: the slot of any free GPU of this machine (one limit per device, `selectflow-gpu-<host>-<index>`
     # with limit 1, taken strictly: see tasks/embedding/gpu_slots.py), then encode on the device whose slot it holds.
-    with device_slot(plan.devices[unit], plan.devices) as device:
+    with device_slot(plan.devices[unit], plan.devices, try_acquire=prefect_try_acquire) as device:
         return encode(device)
 
 

@@ -12,13 +12,15 @@ when it starts; on a server with workers you can create them up front:
 To take a GPU out of service, set its limit inactive or to 0 (`prefect gcl update ... --limit 0`): units then
 use the other devices.
 
-The slot choice (`acquire_device`) is plain code over a device list and an acquire function, tested without a GPU.
+The slot choice (`acquire_device`, `device_slot`) is plain code over a device list and an acquire function,
+tested without a GPU; taking a slot on the Prefect server (`prefect_try_acquire`) lives on the task floor, in
+tasks/concurrency_limits.py.
 """
 
 import re
 import socket
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterator, Optional
 
 GPU_LIMIT_PREFIX = "selectflow-gpu"
@@ -69,64 +71,9 @@ def acquire_device(devices: list[str], preferred: str, try_acquire: Callable[[st
         wait(poll_seconds)
 
 
-def _busy(exc: BaseException) -> bool:
-    """Whether a failed acquisition means 'all slots taken' (HTTP 423), rather than an error."""
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    return getattr(response, "status_code", None) == 423
-
-
-def _missing(exc: BaseException) -> bool:
-    return "must be created" in str(exc)
-
-
-def ensure_limits(names: list[str], limit: int = 1) -> list[str]:
-    """Create the limits that do not exist yet (limit 1 each); returns the names created. Existing limits are left
-    as they are (an operator may have set one inactive or to 0 on purpose)."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    created = []
-    with get_client(sync_client=True) as client:
-        for name in names:
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-                continue
-            except ObjectNotFound:
-                pass
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-                created.append(name)
-            except ObjectAlreadyExists:  # another run created it first
-                pass
-    return created
-
-
-def prefect_try_acquire(name: str) -> Optional[ExitStack]:
-    """One non-blocking, strict attempt at a slot of `name`: the held slot (close it to release), or None when busy.
-    A missing limit is created (limit 1) and tried again."""
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.sync import concurrency
-
-    for attempt in range(2):
-        stack = ExitStack()
-        try:
-            stack.enter_context(concurrency(name, occupy=1, max_retries=0, strict=True))
-            return stack
-        except ConcurrencySlotAcquisitionError as exc:
-            if _busy(exc):
-                return None
-            if _missing(exc) and attempt == 0:
-                ensure_limits([name])
-                continue
-            raise
-    return None
-
-
 @contextmanager
 def device_slot(preferred: str, devices: list[str], *,
-                try_acquire: Callable[[str], Optional[ContextManager]] = prefect_try_acquire,
+                try_acquire: Callable[[str], Optional[ContextManager]],
                 host: Optional[str] = None, wait: Callable[[float], None] = time.sleep,
                 visible: Optional[Callable[[], list[str]]] = None) -> Iterator[str]:
     """Yields the device to encode on, holding its slot until the block ends. CPU: the device itself, no slot.
@@ -149,9 +96,3 @@ def local_gpu_devices() -> list[str]:
     except ImportError:
         return []
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-
-
-def create_local_gpu_limits() -> list[str]:
-    """Create the missing limits of this machine's GPUs (for `selectflow serve`); returns the names created."""
-    names = [limit_name(d) for d in local_gpu_devices()]
-    return ensure_limits(names) if names else []

@@ -101,6 +101,8 @@ def test_the_gpus_where_the_unit_runs_are_the_candidates():
 def test_prefect_slots_are_strict_non_blocking_and_created_when_missing():
     from prefect import get_client
 
+    from selectflow.tasks import concurrency_limits as gpu_slots  # the Prefect side of the slots (task floor)
+
     name = limit_name("cuda:0", "test-slots")
     first = gpu_slots.prefect_try_acquire(name)  # the limit does not exist yet: created with limit 1
     assert first is not None

@@ -80,7 +80,7 @@ def test_the_flows_keep_their_signature_and_only_deployment_runs_hold_a_limit():
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_while_one_run_holds_the_corpus_limit_no_other_can_take_it():
-    from selectflow.tasks.embedding.gpu_slots import prefect_try_acquire
+    from selectflow.tasks.concurrency_limits import prefect_try_acquire
 
     name = "selectflow-corpus-test-exclusive"
     with exclusive.hold([name]):  # created with limit 1 when missing, then held
