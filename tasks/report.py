@@ -20,9 +20,25 @@ __all__ = ["library_versions", "publish_artifacts_task", "write_outputs_task"]  
 def write_outputs_task(*, spec: dict, prepared: PreparedCorpus, embeddings: Embeddings, index: IndexRef | None,
                        selection: Selection, out_dir: str, run_key: str, config: dict, timings: dict,
                        formats: tuple = ("parquet",)) -> dict:
-    """selected.parquet (and the other formats), dropped.parquet, report.json/html, manifest.json (last)."""
+    """selected.parquet (and the other formats), dropped.parquet, report.json/html, manifest.json (last).
+
+    An object-store `out_dir` (s3://...) is written to a local staging folder, then published object by object
+    with the manifest last (storage.staged_folder); the paths returned are URLs.
+    """
+    if storage.is_remote(out_dir):
+        return _write_remote(spec=spec, prepared=prepared, embeddings=embeddings, index=index, selection=selection,
+                             out_dir=out_dir, run_key=run_key, config=config, timings=timings, formats=formats)
     return write_run_folder(spec=spec, prepared=prepared, embeddings=embeddings, index=index, selection=selection,
                             out_dir=out_dir, run_key=run_key, config=config, timings=timings, formats=formats)
+
+
+def _write_remote(*, out_dir: str, **kwargs) -> dict:
+    url = str(out_dir).rstrip("/")
+    with storage.staged_folder(url) as staging:
+        outputs = write_run_folder(out_dir=str(staging), **kwargs)
+    local = str(staging)
+    return {k: (storage.join(url, v[len(local):]) if isinstance(v, str) and v.startswith(local) else v)
+            for k, v in outputs.items()}
 
 
 def _deployment_name() -> str | None:
