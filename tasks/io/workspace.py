@@ -29,6 +29,8 @@ def default_cache_dir() -> Path:
 
 class Workspace:
     def __init__(self, cache_dir: str | Path | None = None):
+        if not cache_dir and storage.is_remote(os.environ.get("SELECTFLOW_CACHE", "")):
+            cache_dir = os.environ["SELECTFLOW_CACHE"]  # $SELECTFLOW_CACHE may name a remote cache too
         self.remote = bool(cache_dir) and storage.is_remote(cache_dir)
         if self.remote:
             self.root = str(cache_dir).rstrip("/")  # a URL: the paths below are URL strings
