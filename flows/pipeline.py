@@ -23,6 +23,7 @@ from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embeddi
 from selectflow.tasks.import_embeddings import import_embeddings_task
 from selectflow.tasks.index import build_index_task
 from selectflow.tasks.errors import ConfigError
+from selectflow.tasks.io import storage
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
 from selectflow.tasks.io.results import EmbeddedCorpus, Embeddings, PreparedCorpus, Selection
@@ -217,6 +218,11 @@ def select_many(
     from selectflow.flows.compare_flow import compare_runs
 
     check_floors(corpus, selection)
+    if storage.is_remote(output.out_dir):
+        # The per-sampler runs could go to object storage, but the comparison reads them from local folders.
+        raise ConfigError(f"--out {storage.redact(output.out_dir)}: several samplers in one run need a local output "
+                          "folder (the comparison report reads the runs from disk); run one sampler per command to "
+                          "write to object storage, or pass a local --out.")
     run_root, history_root = history.run_output_dir(output.out_dir)  # a deployment run: its own subfolder
     planned = []
     # Each sampler once, in order: a choice with its options, or a name (the selection's options when it is the
