@@ -60,7 +60,7 @@ from .k_dpp import log_elementary_symmetric, sample_k_dpp, sample_partition
 from .kernels import kernel_matrix, median_distance
 from .log_det import log_det_diversity
 from .options import DPPOptions
-from .partitions import capped_quotas
+from .cells import capped_quotas
 from .sampler import DPPSampler
 
 __all__ = [

@@ -14,7 +14,7 @@ from .k_dpp import _partition_rng, _sample_bytes, sample_partition
 from .kernels import _quality_squared, median_distance
 from .log_det import log_det_diversity
 from .options import DPPOptions
-from .partitions import _check_rank, _partition_reason, capped_quotas
+from .cells import _check_rank, _partition_reason, capped_quotas
 
 
 # Points kept in the curves of the report.
