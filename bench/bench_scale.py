@@ -18,6 +18,7 @@ can be missed.
       --work /tmp/scale/w1m --json bench/results/scale-1m.json
   nice -n 10 .venv/bin/python bench/bench_scale.py --data /tmp/scale/d10m --runner dask --workers 2 \
       --work /tmp/scale/w10m --json bench/results/scale-10m.json
+  .venv/bin/python bench/bench_scale.py --render bench/results/scale-1m.json bench/results/scale-10m.json
 """
 
 import argparse
@@ -128,7 +129,37 @@ def run_sampler(*, data: Path, sampler: str, budget: str, runner: str, workers: 
     return result
 
 
+def render(paths: list[str]) -> str:
+    """The markdown table of bench/results/scale.md from the JSON lines this script appends."""
+    lines = ["| rows | runner | K | sampler | wall s | corpus s | embed s | select s (sampler s per partition) | report s "
+             "| flow peak GiB | worker peak GiB (each) | CPU s: flow + workers | border dups replaced |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        for raw in Path(path).read_text().splitlines():
+            r = json.loads(raw)
+            if r["exit_code"] != 0:
+                lines.append(f"| {r['rows']:,} | {r['runner']} ×{r['workers']} | {r['partitions']} | {r['sampler']} | failed "
+                             f"(exit {r['exit_code']}) |" + " |" * 8)
+                continue
+            t = r["timings_s"]
+            procs = r["processes"]
+            flow = [p for p in procs if p["role"] == "flow"]
+            workers = [p for p in procs if p["role"] == "worker"]
+            cpu = [p.get("cpu_s") for p in flow + workers]
+            cpu_text = "n/m" if any(c is None for c in cpu) else f"{flow[0]['cpu_s']:.0f} + {sum(p['cpu_s'] for p in workers):.0f}"
+            lines.append(
+                f"| {r['rows']:,} | {r['runner']} ×{r['workers']} | {r['partitions']} | {r['sampler']} | {r['wall_s']:.0f} "
+                f"| {t.get('corpus', 0):.0f} | {t.get('embed', 0):.0f} | {t.get('select', 0):.0f} "
+                f"({', '.join(f'{s:.0f}' for s in r['partition']['partition_seconds'])}) | {t.get('report', 0):.0f} "
+                f"| {flow[0]['peak_rss_gib']:.2f} | {', '.join('%.2f' % p['peak_rss_gib'] for p in workers) or '–'} "
+                f"| {cpu_text} | {r['merge'].get('replaced', 0)} of {r['merge'].get('border_duplicates', 0)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--render"]:
+        print(render(sys.argv[2:]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="a folder written by bench/bench_partitions.py")
     ap.add_argument("--work", required=True, help="cache, outputs and logs of the runs (deleted by nothing: delete it after)")

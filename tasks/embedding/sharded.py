@@ -119,10 +119,9 @@ class ShardedMatrix:
 
     def __init__(self, paths: Sequence[str]):
         self.paths = [str(p) for p in paths]
-        self._arrays = [np.load(p, mmap_mode="r", allow_pickle=False) for p in self.paths]
-        lengths = [a.shape[0] for a in self._arrays]
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.shape = (int(self.offsets[-1]), int(self._arrays[0].shape[1]) if self._arrays else 0)
+        shapes = [npy_shape(p)[0] for p in self.paths]
+        self.offsets = np.concatenate([[0], np.cumsum([s[0] for s in shapes])]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), int(shapes[0][1]) if shapes else 0)
         self.dtype = np.dtype(np.float32)
         self.ndim = 2
 
@@ -139,7 +138,11 @@ class ShardedMatrix:
             where = np.flatnonzero(shard == s)
             local = rows[where] - self.offsets[s]
             order = np.argsort(local, kind="stable")  # ascending reads from the memory map
-            out[where[order]] = self._arrays[s][local[order]]
+            # A map per read, dropped after it: pages of a map kept open count in this process's resident set
+            # (a pass over every row would hold the whole matrix's pages: measured, bench/results/scale.md).
+            array = np.load(self.paths[s], mmap_mode="r", allow_pickle=False)
+            out[where[order]] = array[local[order]]
+            del array
         return out
 
     def __getitem__(self, key):
