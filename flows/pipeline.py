@@ -117,7 +117,7 @@ def _rounds(selection: SelectionParams, target: Embeddings | None) -> Rounds:
 
 def _embed_for(selection: SelectionParams):
     """embed_corpus, or in partitioned selection embed_shards (no (N, D) matrix, no index over all rows)."""
-    from selectflow.flows.partitioned import run_embed_shards
+    from selectflow.flows.partitioned_flow import run_embed_shards
 
     return run_embed_shards if selection.partitioned() else run_embed_corpus
 
@@ -131,7 +131,7 @@ def check_floors(corpus: CorpusParams, selection: SelectionParams) -> None:
         raise ConfigError("--min-per-group needs a group column: pass --group COL.")
     if selection.min_per_label is not None and not corpus.label_column:
         raise ConfigError("--min-per-label needs a labels column: pass --labels COL.")
-    from selectflow.flows.partitioned import check_partitioned
+    from selectflow.flows.partitioned_flow import check_partitioned
 
     check_partitioned(selection)
 
@@ -157,7 +157,7 @@ def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder
         target_corpus = CorpusParams(path=selection.target, text_columns=selection.target_text_columns or corpus.text_columns)
         target = timer.run("target", run_embed_corpus, target_corpus, encoder, output.cache_dir, runner).embeddings
     if selection.partitioned():
-        from selectflow.flows.partitioned import run_select_partitioned
+        from selectflow.flows.partitioned_flow import run_select_partitioned
 
         chosen = timer.run("select", run_select_partitioned, embedded.prepared, embedded.embeddings, selection, cache, runner)
     elif selection.per_group:
