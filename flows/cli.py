@@ -423,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     if not verbose and args.command != "serve":  # served runs send their logs to the server's UI
         # Prefect logs task failures with tracebacks; the CLI reports errors as one line instead.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        # Prefect's background services log under their class names, outside the `prefect` logger: a run that
+        # fails (its failure artifact still sending events at exit) would otherwise add a second line to the error.
+        import logging
+
+        for service in ("EventsWorker", "APILogWorker"):
+            logging.getLogger(service).setLevel(logging.CRITICAL)
     from selectflow.flows.failures import set_resume_command
     from selectflow.tasks.errors import SelectflowError
 

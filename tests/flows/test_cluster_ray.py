@@ -64,6 +64,9 @@ def ray_head(tmp_path):
     home = tmp_path / "ray-home"
     home.mkdir()
     env = dict(os.environ, HOME=str(home), TMPDIR=root, RAY_USAGE_STATS_ENABLED="0",
+               # The client server starts a Python process per client and waits 30 s for it by default; on 2 busy
+               # cores that start can take longer (seen once in CI: "Starting Ray client server failed").
+               RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="180",
                # The workers get PREFECT_API_URL from the flow's runtime env, not from here.
                PREFECT_HOME=str(tmp_path / "worker-prefect"))
     env.pop("PREFECT_API_URL", None)
