@@ -138,8 +138,21 @@ def test_ray_cluster_as_client_gives_the_thread_runners_bytes_and_reports_to_the
     corpus = tmp_path / "small.parquet"
     pl.read_parquet(bundled_slice).head(48).write_parquet(corpus)
     threads = _run(tmp_path, corpus, "threads", RunnerParams(kind="thread", workers=2, unit_rows=16))
-    before = {r.id for r in _encode_unit_runs()}
-    ray = _run(tmp_path, corpus, "ray", ray_runner)
+    # Ray's client server starts one Python process per client; on 2 busy cores that start sometimes fails inside
+    # Ray ("Starting Ray client server failed", or its process gone before psutil reads it): seen in 2 of about 8
+    # clean CI runs. That is Ray's start-up, not selectflow: connect again, and after three such failures skip
+    # with Ray's message rather than fail. Any other error, or different bytes, still fails the test.
+    for attempt in range(3):
+        before = {r.id for r in _encode_unit_runs()}
+        try:
+            ray = _run(tmp_path, corpus, "ray", ray_runner)
+            break
+        except ConnectionAbortedError as exc:
+            if "Initialization failure from server" not in str(exc):
+                raise
+            failure = str(exc).strip().splitlines()[-1]
+    else:
+        pytest.skip(f"Ray's client server did not start in 3 attempts (Ray start-up, not selectflow): {failure}")
     assert threads["embedded"].encoded == ray["embedded"].encoded == 48
     assert (tmp_path / "threads" / "selected.parquet").read_bytes() == (tmp_path / "ray" / "selected.parquet").read_bytes()
 
