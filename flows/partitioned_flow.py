@@ -73,20 +73,13 @@ def _import_shards(prepared: PreparedCorpus, source: str, normalize: bool, cache
 
 def _encode_shards(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner: RunnerParams) -> Embeddings:
     """Encode what the store lacks (the same units as embed_corpus), then one shard per unit_rows corpus rows."""
-    from selectflow.tasks.embed import encode_unit_task, plan_embedding_task
+    from selectflow.flows.pipeline import encode_units
     from selectflow.tasks.embedding.encoder import EncoderInfo
     from selectflow.tasks.embedding.sharded import write_shard_list
     from selectflow.tasks.partitioned import assemble_shard_task
 
-    plan = plan_embedding_task(prepared, model=encoder.model, device=encoder.device, cache_dir=cache,
-                               unit_rows=runner.unit_rows, backend=encoder.backend)
-    t0 = time.perf_counter()
-    futures = encode_unit_task.map(list(range(len(plan.units))), prepared=unmapped(prepared), plan=unmapped(plan),
-                                   model=unmapped(encoder.model), batch_size=unmapped(encoder.batch_size),
-                                   cache_dir=unmapped(cache), shard_rows=unmapped(runner.shard_rows),
-                                   backend=unmapped(encoder.backend), batch_tokens=unmapped(encoder.batch_tokens))
-    encoded = int(sum(f.result() for f in futures))
-    seconds = time.perf_counter() - t0
+    plan, per_unit, seconds = encode_units(prepared, encoder, cache, runner)
+    encoded = int(sum(per_unit))
     starts = list(range(0, prepared.n_usable, runner.unit_rows))
     stops = [min(prepared.n_usable, s + runner.unit_rows) for s in starts]
     parts = [f.result() for f in assemble_shard_task.map(starts, stop=stops, prepared=unmapped(prepared),

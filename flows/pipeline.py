@@ -74,7 +74,10 @@ def prepare_and_embed(corpus: CorpusParams, encoder: EncoderParams, *, cache: st
     return prepared, embedded
 
 
-def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner: RunnerParams) -> Embeddings:
+def encode_units(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner: RunnerParams):
+    """Plan the encoding units and run them (mapped over the task runner): the plan, the texts each unit encoded
+    (every unit waited for; one error naming each failed unit) and the seconds the units took. Shared by the
+    matrix path (_embed) and the partitioned path (embeddings kept as shards)."""
     plan = plan_embedding_task(prepared, model=encoder.model, device=encoder.device, cache_dir=cache,
                                unit_rows=runner.unit_rows, backend=encoder.backend)
     t0 = time.perf_counter()
@@ -83,7 +86,12 @@ def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner:
                                    cache_dir=unmapped(cache), shard_rows=unmapped(runner.shard_rows),
                                    backend=unmapped(encoder.backend), batch_tokens=unmapped(encoder.batch_tokens))
     encoded = failures.collect(futures, "encode-unit", [f"unit {i}" for i in range(len(futures))])
-    return assemble_task(prepared, plan, encoded, cache_dir=cache, encode_seconds=time.perf_counter() - t0)
+    return plan, encoded, time.perf_counter() - t0
+
+
+def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner: RunnerParams) -> Embeddings:
+    plan, encoded, seconds = encode_units(prepared, encoder, cache, runner)
+    return assemble_task(prepared, plan, encoded, cache_dir=cache, encode_seconds=seconds)
 
 
 def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> EmbeddedCorpus:
