@@ -429,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for service in ("EventsWorker", "APILogWorker"):
             logging.getLogger(service).setLevel(logging.CRITICAL)
+        # A local Dask cluster logs its start, every worker and its shutdown at INFO (and a closed-comm traceback
+        # at exit); its worker processes read the level from the environment.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
     from selectflow.flows.failures import set_resume_command
     from selectflow.tasks.errors import SelectflowError
 

@@ -4,7 +4,7 @@ kept.parquet and dropped.parquet. It wires tasks together and does nothing else.
 from prefect import flow
 
 from selectflow.flows.params import CorpusParams, EncoderParams
-from selectflow.flows.runners import RunnerParams, make_task_runner
+from selectflow.flows.runners import RunnerParams, run_on
 from selectflow.tasks.dedup import dedup_task, write_dedup_outputs_task
 from selectflow.tasks.io.hashing import config_hash
 from selectflow.tasks.io.outputs import check_output_dir
@@ -42,5 +42,4 @@ def dedup_corpus(
 def run_dedup_corpus(threshold: float, *, corpus: CorpusParams, encoder: EncoderParams, seed: int, out_dir: str,
                      overwrite: bool, cache_dir: str | None, runner: RunnerParams) -> dict:
     """dedup_corpus on the chosen task runner."""
-    return dedup_corpus.with_options(task_runner=make_task_runner(runner))(
-        threshold, corpus, encoder, seed, out_dir, overwrite, cache_dir, runner)
+    return run_on(runner, dedup_corpus, threshold, corpus, encoder, seed, out_dir, overwrite, cache_dir, runner)

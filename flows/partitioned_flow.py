@@ -14,7 +14,7 @@ import time
 from prefect import flow, unmapped
 
 from selectflow.flows.params import CorpusParams, EncoderParams, SelectionParams
-from selectflow.flows.runners import RunnerParams, make_task_runner
+from selectflow.flows.runners import RunnerParams, run_on
 from selectflow.tasks.errors import ConfigError
 from selectflow.tasks.io.results import EmbeddedCorpus, Embeddings, PreparedCorpus, Selection
 from selectflow.tasks.io.workspace import Workspace
@@ -97,7 +97,7 @@ def _encode_shards(prepared: PreparedCorpus, encoder: EncoderParams, cache: str,
 
 def run_embed_shards(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> EmbeddedCorpus:
     """embed_shards on the chosen task runner."""
-    return embed_shards.with_options(task_runner=make_task_runner(runner))(corpus, encoder, cache_dir, runner)
+    return run_on(runner, embed_shards, corpus, encoder, cache_dir, runner)
 
 
 @flow(name="select-partitioned", log_prints=True)
@@ -130,5 +130,4 @@ def select_partitioned(prepared: PreparedCorpus, embedded: Embeddings, *, select
 
 def run_select_partitioned(prepared: PreparedCorpus, embedded: Embeddings, selection: SelectionParams, cache: str,
                            runner: RunnerParams) -> Selection:
-    return select_partitioned.with_options(task_runner=make_task_runner(runner))(prepared, embedded, selection=selection,
-                                                                                 cache=cache)
+    return run_on(runner, select_partitioned, prepared, embedded, selection=selection, cache=cache)

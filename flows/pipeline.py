@@ -18,7 +18,7 @@ from selectflow.flows.params import (CorpusParams, EncoderParams, OutputParams, 
 from selectflow.flows import failures, history
 from selectflow.flows.exclusive import exclusive
 from selectflow.tasks.corpus import prepare_corpus_task
-from selectflow.flows.runners import RunnerParams, make_task_runner
+from selectflow.flows.runners import RunnerParams, run_on
 from selectflow.tasks.embed import assemble_task, encode_unit_task, plan_embedding_task
 from selectflow.tasks.import_embeddings import import_embeddings_task
 from selectflow.tasks.index import build_index_task
@@ -96,7 +96,7 @@ def _embed(prepared: PreparedCorpus, encoder: EncoderParams, cache: str, runner:
 
 def run_embed_corpus(corpus: CorpusParams, encoder: EncoderParams, cache_dir: str | None, runner: RunnerParams) -> EmbeddedCorpus:
     """embed_corpus on the chosen task runner."""
-    return embed_corpus.with_options(task_runner=make_task_runner(runner))(corpus, encoder, cache_dir, runner)
+    return run_on(runner, embed_corpus, corpus, encoder, cache_dir, runner)
 
 
 @flow(name="select-groups", log_prints=True)
@@ -169,9 +169,8 @@ def _select_and_write(embedded: EmbeddedCorpus, *, corpus: CorpusParams, encoder
 
         chosen = timer.run("select", run_select_partitioned, embedded.prepared, embedded.embeddings, selection, cache, runner)
     elif selection.per_group:
-        groups_flow = select_groups.with_options(task_runner=make_task_runner(runner))
-        chosen = timer.run("select", groups_flow, embedded.prepared, embedded.embeddings, selection=selection,
-                           cache=cache, target=target)
+        chosen = timer.run("select", run_on, runner, select_groups, embedded.prepared, embedded.embeddings,
+                           selection=selection, cache=cache, target=target)
     else:
         chosen = timer.run("select", select_task, prepared=embedded.prepared, embeddings=embedded.embeddings,
                            index=embedded.index, run=_sampler_run(selection), rounds=_rounds(selection, target),

@@ -8,6 +8,7 @@ writes content-addressed shards, so the same input, options and seed give the sa
 """
 
 import os
+from contextlib import contextmanager
 from typing import Literal, Optional
 from urllib.parse import urlsplit
 
@@ -101,3 +102,34 @@ def make_task_runner(params: RunnerParams):
         env = ray_worker_env(cluster_api_url("ray", params.address))
         return RayTaskRunner(address=params.address, init_kwargs={"runtime_env": {"env_vars": env}})
     return RayTaskRunner(init_kwargs={"num_cpus": params.workers})
+
+
+@contextmanager
+def api_for_local_workers(params: RunnerParams):
+    """Inside: the Prefect API the workers of a local Dask or Ray cluster report to.
+
+    With no PREFECT_API_URL, Prefect runs this process's flows on a temporary API (a server subprocess on loopback).
+    The local cluster's workers are other processes: given no URL, each would start a temporary API of its own
+    (0.2 GiB and seconds of start-up per worker), and its task runs would not be the flow's. So the temporary API
+    is started here and its URL set for the duration; Prefect sends the settings with every task it submits.
+    A configured API, the thread runner and an existing cluster (`cluster_api_url` checks that one) are left as
+    they are.
+    """
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    settings = get_current_settings()
+    if params.kind == "thread" or params.address or settings.api.url or not settings.server.ephemeral.enabled:
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the one instance Prefect's own clients use: started once per process
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
+def run_on(params: RunnerParams, flow, *args, **kwargs):
+    """Call `flow` with its tasks on the runner `params` asks for, its workers reporting to the flow's API."""
+    with api_for_local_workers(params):
+        return flow.with_options(task_runner=make_task_runner(params))(*args, **kwargs)
