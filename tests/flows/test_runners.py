@@ -50,3 +50,27 @@ def test_per_group_selection_on_dask_matches_threads_and_respects_group_quotas(t
     assert df.height == 16 and set(df.group_by("source").len()["len"].to_list()) == {2}
     assert len(threads["selection"].diagnostics["per_group"]) == 8
     assert (tmp_path / "threads" / "selected.parquet").read_bytes() == (tmp_path / "dask" / "selected.parquet").read_bytes()
+
+
+def test_local_dask_workers_report_to_the_flows_temporary_api_instead_of_starting_their_own(tmp_path, bundled_slice):
+    """No PREFECT_API_URL: the flow runs on Prefect's temporary API. Each worker process of the local cluster used
+    to start a temporary API of its own (0.2 GiB, seconds of start-up, task runs the flow's API never saw)."""
+    pytest.importorskip("prefect_dask")
+    import os
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "small.parquet"
+    pl.read_parquet(bundled_slice).head(24).write_parquet(corpus)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "selectflow.flows.cli", "select", str(corpus), "--id", "id",
+                           "--budget", "6", "--runner", "dask", "--workers", "2", "--unit-rows", "8",
+                           "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--verbose"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    # Prefect logs this line (at INFO, shown by --verbose) in every process that starts a temporary API; the
+    # workers' stderr is the flow's (Dask's nanny passes it through).
+    assert log.count("Starting temporary server on") == 1, log[-3000:]
+    assert pl.read_parquet(tmp_path / "out" / "selected.parquet").height == 6
