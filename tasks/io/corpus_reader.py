@@ -15,7 +15,7 @@ message in order, joined with newlines.
 
 import glob as globlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .atomic import atomic_path
 from .hashing import file_hash, files_hash, text_digest
+from .results import PreparedFiles
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".arrow": "hf"}
 FILE_COLUMN = "__sf_file"
@@ -55,36 +56,6 @@ class CorpusSpec:
     def from_params(cls, spec: dict) -> "CorpusSpec":
         """From CorpusParams.spec() (a dict, text columns as a list)."""
         return cls(**{**spec, "text_columns": tuple(spec.get("text_columns") or ())})
-
-
-@dataclass
-class PreparedFiles:
-    """Where prepare_corpus wrote the normalised corpus and what happened to its rows (corpus.json).
-
-    The pipeline passes it on as results.PreparedCorpus, which adds the cache key.
-    """
-
-    input_path: str
-    input_hash: str
-    format: str
-    columns: list[str]
-    text_columns: list[str]
-    prepared_path: str
-    excluded_path: str
-    n_read: int
-    n_usable: int
-    excluded: dict[str, int] = field(default_factory=dict)
-    has_quality: bool = False
-    has_labels: bool = False
-    has_groups: bool = False
-    empty_label_rows: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreparedFiles":
-        return cls(**d)
 
 
 def detect_format(path: Path) -> str:

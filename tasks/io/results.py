@@ -1,6 +1,7 @@
 """The typed results that travel between the stages: tasks return them, flows pass them on.
 
-PreparedCorpus  the normalised corpus in the cache (paths, row counts, which optional columns it has)
+PreparedFiles   what prepare_corpus wrote (corpus.json): paths, row counts, which optional columns it has
+PreparedCorpus  the same under its cache key: the normalised corpus in the cache
 Embeddings      the (N, D) matrix of one prepared corpus under one encoder (or the user's own vectors)
 IndexRef        a FAISS index over one matrix
 Selection       one sampler run: its arrays file (rows, scores, weights, clusters) and what it did
@@ -23,8 +24,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class PreparedCorpus(_Frozen):
-    """The corpus read, validated and written once to the cache (corpus.json), under its cache key."""
+class PreparedFiles(BaseModel):
+    """Where prepare_corpus wrote the normalised corpus and what happened to its rows (corpus.json).
+
+    The one declaration of these fields: PreparedCorpus adds the cache key and `reused`. Mutable (the cache
+    step sets its paths after reading or writing corpus.json); unknown keys are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     input_path: str
     input_hash: str
@@ -40,6 +47,20 @@ class PreparedCorpus(_Frozen):
     has_labels: bool = False
     has_groups: bool = False
     empty_label_rows: int = 0
+
+    def to_dict(self) -> dict:
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreparedFiles":
+        return cls(**d)
+
+
+class PreparedCorpus(PreparedFiles):
+    """The corpus read, validated and written once to the cache (corpus.json), under its cache key."""
+
+    model_config = _Frozen.model_config
+
     key: str
     reused: bool
 
