@@ -64,27 +64,17 @@ class KMeansSampler(Sampler):
         per_cluster, probs = self._draw(data, clustering.assignments, members_of, quotas=quotas, rng=rng)
         rows, scores, clusters = _round_robin(per_cluster, probs, sizes)
         cluster_weights = sizes / sizes.sum()
-        return Selection(
-            rows=rows,
-            scores=scores,
-            weights=np.ones(budget),
-            clusters=clusters,
-            diagnostics={
-                "method": "kmq",
-                "round": "static",
-                "k": int(k),
-                "k_chosen_from_budget": opts.k is None and opts.k_selection == "budget",
-                "k_selection": "fixed" if opts.k is not None else opts.k_selection,
-                **silhouette,
-                "inertia": clustering.inertia,
-                "cluster_sizes": sizes.tolist(),
-                "quotas": quotas.tolist(),
-                "cluster_weights": cluster_weights.tolist(),
-                "quality_weighting": opts.quality_weighting if data.quality is not None else "uniform",
-                "within_cluster": opts.within_cluster,
-                "next_round_options": _next_round_options(k, cluster_weights),
-            },
-        )
+        details = {
+            "k_chosen_from_budget": opts.k is None and opts.k_selection == "budget",
+            "k_selection": "fixed" if opts.k is not None else opts.k_selection,
+            **silhouette,
+            "inertia": clustering.inertia,
+            "cluster_sizes": sizes.tolist(),
+            "quotas": quotas.tolist(),
+            "cluster_weights": cluster_weights.tolist(),
+        }
+        return self._kmq_selection(data, rows, scores, clusters, budget=budget, round_name="static", k=k,
+                                   cluster_weights=cluster_weights, details=details)
 
     def _refine(
         self, data: SelectionInput, budget: int, seed: int, *, previous: np.ndarray, feedback: np.ndarray | None
@@ -122,6 +112,28 @@ class KMeansSampler(Sampler):
         outside = 0
         if feedback is not None:
             outside = int(np.isfinite(feedback).sum() - np.isfinite(feedback[previous]).sum())
+        details = {
+            "refinement_weighting": opts.refinement_weighting,
+            "prior_weights": prior_source,
+            "previous_rows": int(len(previous)),
+            "feedback_rows_used": int(feedback_counts.sum()),
+            "feedback_rows_ignored_not_previous": outside,
+            **info,
+            "exhausted_clusters": int((capacity == 0).sum()),
+            "inertia": clustering.inertia,
+            "cluster_sizes": sizes.tolist(),
+            "cluster_feedback": [None if not np.isfinite(v) else float(v) for v in s],
+            "cluster_weights": weights.tolist(),
+            "quotas": quotas.tolist(),
+        }
+        return self._kmq_selection(data, rows, scores, clusters, budget=budget, round_name="refinement", k=k,
+                                   cluster_weights=weights, details=details)
+
+    def _kmq_selection(self, data: SelectionInput, rows, scores, clusters, *, budget: int, round_name: str, k: int,
+                       cluster_weights: np.ndarray, details: dict) -> Selection:
+        """A kMQ round's Selection: diagnostics are method, round and k, then the round's `details`, then the draw
+        settings and the options for the next round (in this order: the report lists them so)."""
+        opts = self.options
         return Selection(
             rows=rows,
             scores=scores,
@@ -129,23 +141,12 @@ class KMeansSampler(Sampler):
             clusters=clusters,
             diagnostics={
                 "method": "kmq",
-                "round": "refinement",
+                "round": round_name,
                 "k": int(k),
-                "refinement_weighting": opts.refinement_weighting,
-                "prior_weights": prior_source,
-                "previous_rows": int(len(previous)),
-                "feedback_rows_used": int(feedback_counts.sum()),
-                "feedback_rows_ignored_not_previous": outside,
-                **info,
-                "exhausted_clusters": int((capacity == 0).sum()),
-                "inertia": clustering.inertia,
-                "cluster_sizes": sizes.tolist(),
-                "cluster_feedback": [None if not np.isfinite(v) else float(v) for v in s],
-                "cluster_weights": weights.tolist(),
-                "quotas": quotas.tolist(),
+                **details,
                 "quality_weighting": opts.quality_weighting if data.quality is not None else "uniform",
                 "within_cluster": opts.within_cluster,
-                "next_round_options": _next_round_options(k, weights),
+                "next_round_options": _next_round_options(k, cluster_weights),
             },
         )
 
