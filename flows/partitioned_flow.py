@@ -13,9 +13,11 @@ import time
 
 from prefect import flow, unmapped
 
+from selectflow.flows import failures
 from selectflow.flows.params import CorpusParams, EncoderParams, SelectionParams
 from selectflow.flows.runners import RunnerParams, run_on
 from selectflow.tasks.errors import ConfigError
+from selectflow.tasks.io import storage
 from selectflow.tasks.io.results import EmbeddedCorpus, Embeddings, PreparedCorpus, Selection
 from selectflow.tasks.io.workspace import Workspace
 from selectflow.tasks.planning.sampler_run import SamplerRun
@@ -67,7 +69,7 @@ def _import_shards(prepared: PreparedCorpus, source: str, normalize: bool, cache
     plan = plan_import_task(prepared, source, cache)
     futures = import_shard_task.map(list(range(len(plan.files))), plan=unmapped(plan), prepared=unmapped(prepared),
                                     normalize=unmapped(normalize), cache_dir=unmapped(cache))
-    parts = [f.result() for f in futures]
+    parts = failures.collect(futures, "import-shard", [f"shard {i}" for i in range(len(plan.files))])
     return imported_shards_result(source=source, prepared=prepared, parts=parts, normalize=normalize, cache_dir=cache)
 
 
@@ -82,8 +84,9 @@ def _encode_shards(prepared: PreparedCorpus, encoder: EncoderParams, cache: str,
     encoded = int(sum(per_unit))
     starts = list(range(0, prepared.n_usable, runner.unit_rows))
     stops = [min(prepared.n_usable, s + runner.unit_rows) for s in starts]
-    parts = [f.result() for f in assemble_shard_task.map(starts, stop=stops, prepared=unmapped(prepared),
-                                                          plan=unmapped(plan), cache_dir=unmapped(cache))]
+    futures = assemble_shard_task.map(starts, stop=stops, prepared=unmapped(prepared), plan=unmapped(plan),
+                                      cache_dir=unmapped(cache))
+    parts = failures.collect(futures, "assemble-shard", [f"rows {a}-{b}" for a, b in zip(starts, stops)])
     info = EncoderInfo(**plan.encoder)
     listing = write_shard_list(Workspace(cache).path("matrix", f"{plan.key}.shards.json"), [p["path"] for p in parts],
                                [p["rows"] for p in parts], info.dim)
@@ -116,16 +119,17 @@ def select_partitioned(prepared: PreparedCorpus, embedded: Embeddings, *, select
     k = resolve_partitions(embedded.n_rows, embedded.dim, selection.partitions, selection.memory_limit)
     key = partition_selection_key(embedded, run, options, n_budget, k)
     folder = selection_dir(cache, key)
-    if (folder / "selection.json").exists():
-        return Selection.read(folder / "selection.json")
+    if storage.exists(storage.join(folder, "selection.json")):
+        return Selection.read(storage.join(folder, "selection.json"))
     plan = fit_partitions_task(embedded, k=k, seed=selection.seed, cache_dir=cache)
-    [f.result() for f in route_shard_task.map(list(range(len(plan.shards))), plan=unmapped(plan))]
+    shards = list(range(len(plan.shards)))
+    failures.collect(route_shard_task.map(shards, plan=unmapped(plan)), "route-shard", [f"shard {i}" for i in shards])
     budget = plan_partition_budget_task(plan, run.sampler, n_budget)
     busy = [p for p in range(k) if budget.quotas[p] > 0]
-    parts = [f.result() for f in select_partition_task.map(busy, plan=unmapped(plan), budget=unmapped(budget),
-                                                             prepared=unmapped(prepared), run=unmapped(run),
-                                                             out_dir=unmapped(str(folder)))]
-    return merge_partitions_task(parts, plan=plan, budget=budget, run=run, key=key, out_dir=str(folder))
+    futures = select_partition_task.map(busy, plan=unmapped(plan), budget=unmapped(budget), prepared=unmapped(prepared),
+                                        run=unmapped(run), out_dir=unmapped(folder))
+    parts = failures.collect(futures, "select-partition", [f"partition {p}" for p in busy])
+    return merge_partitions_task(parts, plan=plan, budget=budget, run=run, key=key, out_dir=folder)
 
 
 def run_select_partitioned(prepared: PreparedCorpus, embedded: Embeddings, selection: SelectionParams, cache: str,

@@ -27,28 +27,58 @@ CHECK_CHUNK = 100_000
 
 
 def is_sharded_source(source: str) -> bool:
-    """A folder, a glob pattern, or a .npy file: sources that partition mode reads shard by shard."""
-    return Path(source).expanduser().is_dir() or any(c in source for c in "*?[") or source.lower().endswith(".npy")
+    """A folder, a glob pattern, or a .npy file (local, or an object-store URL): sources that partition mode reads
+    shard by shard."""
+    from ..io import storage
+
+    if any(c in source for c in "*?[") or source.lower().endswith(".npy"):
+        return True
+    return storage.isdir(source) if storage.is_remote(source) else Path(source).expanduser().is_dir()
 
 
 def shard_sources(source: str) -> list[str]:
-    """The .npy files of `source` in row order: a folder's *.npy by name, a glob's matches by name, or the one file."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        found = sorted(str(p) for p in path.glob("*.npy"))
-    elif any(c in source for c in "*?["):
-        found = sorted(p for p in glob.glob(str(path)) if p.lower().endswith(".npy"))
-    elif path.exists():
-        found = [str(path)]
+    """The .npy files of `source` in row order: a folder's *.npy by name, a glob's matches by name, or the one file.
+    On object storage (s3://, gs://) the same, as URLs."""
+    from ..io import storage
+
+    if storage.is_remote(source):
+        if any(c in source for c in "*?["):
+            found = sorted(p for p in storage.glob(source) if p.lower().endswith(".npy"))
+        elif storage.isdir(source):
+            found = [storage.join(source, name) for name in storage.listdir(source) if name.lower().endswith(".npy")]
+        elif storage.exists(source):
+            found = [source]
+        else:
+            raise InputError(f"{storage.redact(source)}: embeddings file not found.")
     else:
-        raise InputError(f"{path}: embeddings file not found.")
+        path = Path(source).expanduser()
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.npy"))
+        elif any(c in source for c in "*?["):
+            found = sorted(p for p in glob.glob(str(path)) if p.lower().endswith(".npy"))
+        elif path.exists():
+            found = [str(path)]
+        else:
+            raise InputError(f"{path}: embeddings file not found.")
     if not found:
         raise InputError(f"{source}: no .npy embedding shards found (a folder or glob of .npy files, one row per input row, in order).")
     return found
 
 
 def npy_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the .npy header only (an object-store shard is not downloaded for this)."""
+    from ..io import storage
+
     try:
+        if storage.is_remote(path):
+            with storage.open_read(path) as fh:
+                version = np.lib.format.read_magic(fh)
+                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = header(fh)
+            if dtype.hasobject:
+                raise ValueError("object arrays need pickle")
+            return tuple(shape), dtype
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         raise InputError(f"{path}: not a plain numeric .npy array ({exc}); save it with numpy.save from a float array.") from None
@@ -118,7 +148,7 @@ class ShardedMatrix:
     """Rows of the shards by global position, read on demand (float32); never holds the whole matrix."""
 
     def __init__(self, paths: Sequence[str]):
-        self.paths = [str(p) for p in paths]
+        self.paths = [str(p) for p in paths]  # local paths or object-store URLs (copied to scratch when first read)
         shapes = [npy_shape(p)[0] for p in self.paths]
         self.offsets = np.concatenate([[0], np.cumsum([s[0] for s in shapes])]).astype(np.int64)
         self.shape = (int(self.offsets[-1]), int(shapes[0][1]) if shapes else 0)
@@ -140,7 +170,7 @@ class ShardedMatrix:
             order = np.argsort(local, kind="stable")  # ascending reads from the memory map
             # A map per read, dropped after it: pages of a map kept open count in this process's resident set
             # (a pass over every row would hold the whole matrix's pages: measured, bench/results/scale.md).
-            array = np.load(self.paths[s], mmap_mode="r", allow_pickle=False)
+            array = np.load(_readable(self.paths[s]), mmap_mode="r", allow_pickle=False)
             out[where[order]] = array[local[order]]
             del array
         return out
@@ -157,6 +187,13 @@ class ShardedMatrix:
 
     def __array__(self, dtype=None, copy=None):  # pragma: no cover - a guard, not a path
         raise TypeError("ShardedMatrix is never assembled as one array; index rows (m[rows]) instead.")
+
+
+def _readable(path: str) -> Path:
+    """A local file for np.load: the path itself, or the scratch copy of an object-store shard (io.storage)."""
+    from ..io.storage import local_copy
+
+    return local_copy(path)
 
 
 @dataclass(frozen=True)
@@ -195,4 +232,6 @@ def write_shard_list(path: str | Path, shards: list[str], rows: list[int], dim: 
 
 
 def read_shard_list(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    from ..io.storage import read_text
+
+    return json.loads(read_text(path))

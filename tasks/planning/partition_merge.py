@@ -42,7 +42,7 @@ NEAR_DUPLICATE = 0.95
 
 
 def select_in_partition(*, partition_dir: str | Path, partition: int, n_shards: int, sampler: Any, quota: int,
-                        spares: int, seed: int, out_path: str | Path, columns=None) -> Path:
+                        spares: int, seed: int, out_path: str | Path, columns=None) -> str | Path:
     """Run `sampler` (a samplers.base.Sampler) on one partition for min(quota + spares, size) rows; write them ranked.
 
     `columns`, when given, maps the partition's global rows (ascending) to more SelectionInput fields (ids,
@@ -68,8 +68,7 @@ def select_in_partition(*, partition_dir: str | Path, partition: int, n_shards: 
         arrays = dict(rows=data.rows[selection.rows], scores=selection.scores, weights=weights,
                       clusters=selection.clusters if selection.clusters is not None else np.full(n_run, -1, np.int64),
                       embeddings=data.embeddings[selection.rows])
-    out_path = Path(out_path)
-    with atomic_path(out_path, suffix=".npz") as tmp:
+    with atomic_path(out_path, suffix=".npz") as tmp:  # a local path or an object-store URL
         with open(tmp, "wb") as fh:
             np.savez(fh, partition=np.int64(partition), quota=np.int64(quota), **arrays)
     return out_path

@@ -10,7 +10,7 @@ fit_partitions        K unit-norm partition centroids by seeded FAISS k-means on
 assign_partitions     nearest centroid by inner product, ties to the lower partition, chunk-independent
 route_shard           one shard's rows to per-partition fragment files (one mapped task per shard)
 route_shards          route_shard over every shard in order (the single-process form)
-partition_sizes       rows per partition, from the shards' routing manifests
+partition_sizes       rows per partition, from the shards' routing manifests (partition_sizes_by_shard: per shard)
 load_partition        one partition's global rows and float32 unit embeddings (its own fragments only)
 allocate_partition_budget  the global budget over partitions: proportional (default) or the sampler's rule
 spare_counts          how many ranked spare rows each partition selects beyond its quota
@@ -157,12 +157,22 @@ class ShardRouting:
     manifest: str  # routing/s-<shard>.json
 
 
+def fragment_name(partition: int, shard: int, kind: str) -> str:
+    """A fragment's name relative to the partition folder (kind: "emb" or "rows")."""
+    return f"p-{partition:05d}/s-{shard:06d}.{kind}.npy"
+
+
+def routing_name(shard: int) -> str:
+    """A shard's routing manifest, relative to the partition folder."""
+    return f"routing/s-{shard:06d}.json"
+
+
 def _fragment(out_dir: Path, partition: int, shard: int, kind: str) -> Path:
-    return out_dir / f"p-{partition:05d}" / f"s-{shard:06d}.{kind}.npy"
+    return out_dir / fragment_name(partition, shard, kind)
 
 
 def _routing_manifest(out_dir: Path, shard: int) -> Path:
-    return out_dir / "routing" / f"s-{shard:06d}.json"
+    return out_dir / routing_name(shard)
 
 
 def route_shard(*, shard: Shard, shard_index: int, row_offset: int, centroids: np.ndarray | str | Path,
@@ -234,9 +244,14 @@ def _manifests(out_dir: Path, n_shards: int) -> list[dict]:
     return found
 
 
+def partition_sizes_by_shard(out_dir: str | Path, n_shards: int) -> np.ndarray:
+    """(n_shards, K): rows of each shard in each partition, from the routing manifests (all must be present)."""
+    return np.array([m["counts"] for m in _manifests(Path(out_dir), n_shards)], dtype=np.int64)
+
+
 def partition_sizes(out_dir: str | Path, n_shards: int) -> np.ndarray:
     """Rows per partition, summed over the `n_shards` shards' routing manifests (all must be present)."""
-    return np.sum([m["counts"] for m in _manifests(Path(out_dir), n_shards)], axis=0).astype(np.int64)
+    return partition_sizes_by_shard(out_dir, n_shards).sum(axis=0)
 
 
 @dataclass(frozen=True)

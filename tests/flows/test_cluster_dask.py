@@ -27,7 +27,7 @@ import polars as pl
 import pytest
 
 from selectflow.flows.cli import main
-from tests.s3_server import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, free_port, make_bucket, s3_client, s3_fixture
+from tests.s3_server import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, all_keys, free_port, make_bucket, s3_client, s3_fixture
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -253,6 +253,32 @@ def test_losing_a_worker_mid_embedding_gives_the_same_selection(cluster, corpus,
     assert killed["shards"] < ROWS // SHARD_ROWS, "killed mid-embedding: shards were still missing"
     assert len(shards()) >= ROWS // SHARD_ROWS
     assert _read(bucket, "out-b/selected.parquet") == thread_run
+
+
+def test_partitioned_selection_on_the_cluster_with_an_s3_cache_matches_the_thread_runner(cluster, corpus, bucket,
+                                                                                        tmp_path, capfd):
+    """--partitions on the cluster: the shards, the partition folder (centroids, fragments, routing manifests) and
+    the partitions' picks live on S3; routing and the partitions' samplers run on workers that share no disk with
+    the flow or with each other. Same bytes as the thread runner's partitioned run on a local cache."""
+    extra = ("--partitions", "2")
+    assert main(_args(str(corpus[0]), str(tmp_path / "out"), str(tmp_path / "cache"), "--runner", "thread", *extra)) == 0
+    reference = (tmp_path / "out" / "selected.parquet").read_bytes()
+    cache, out = f"s3://{bucket}/cache-p", f"s3://{bucket}/out-p"
+    assert _run(capfd, _args(corpus[1], out, cache, "--runner", "dask", "--address", cluster.address, *extra)) == 0
+    assert _read(bucket, "out-p/selected.parquet") == reference
+    keys = all_keys(os.environ["AWS_ENDPOINT_URL"], bucket)
+    for part in ("cache-p/shards/", "cache-p/partitions/", "cache-p/selection/"):
+        assert any(k.startswith(part) for k in keys), part
+    assert any("/routing/s-" in k for k in keys) and any(k.endswith("centroids.npy") for k in keys)
+    assert not [k for k in keys if ".tmp" in k], "no temporary key left"
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="select-partition")))
+    assert sum(r.state.is_completed() for r in runs if r.state) >= 2
+    for name in cluster.workers:
+        assert not (cluster.root / name / "cache").exists()
 
 
 def test_no_secret_in_any_object_log_or_artifact(cluster, bucket):

@@ -114,3 +114,33 @@ def test_partitioned_refuses_what_it_does_not_do(sharded, tmp_path):
         select_subset(CorpusParams(path=str(sharded / "corpus.parquet"), embeddings=str(sharded / "emb")),
                       EncoderParams(device="cpu"), SelectionParams(sampler="random", budget=5, partitions=2, dedup=0.9),
                       OutputParams(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache")))
+
+
+def test_partitioned_selection_on_an_s3_cache_gives_the_local_caches_selection(sharded, tmp_path):
+    """The user's local .npy shards with the cache on S3 (a real moto_server): the shards are published to the cache
+    (workers elsewhere read them there), the partition folder and the picks are objects, and the selection is the
+    local cache's, byte for byte. Run twice: the second run reuses the cached selection."""
+    pytest.importorskip("s3fs")
+    from selectflow.flows.pipeline import select_subset
+    from tests.s3_server import all_keys, make_bucket, moto_server, s3_environment
+
+    def run(cache, name):
+        return select_subset(
+            CorpusParams(path=str(sharded / "corpus.parquet"), id_column="id", embeddings=str(sharded / "emb")),
+            EncoderParams(device="cpu"), SelectionParams(sampler="kmeans", budget=BUDGET, seed=3, partitions=3),
+            OutputParams(out_dir=str(tmp_path / name), cache_dir=cache), RunnerParams(kind="thread", workers=2))
+
+    local = run(str(tmp_path / "cache-local"), "local")
+    with moto_server() as endpoint, s3_environment(endpoint):
+        make_bucket(endpoint, "parts")
+        remote = run("s3://parts/cache", "remote")
+        again = run("s3://parts/cache", "again")
+        keys = all_keys(endpoint, "parts")
+    expected = (tmp_path / "local" / "selected.parquet").read_bytes()
+    assert (tmp_path / "remote" / "selected.parquet").read_bytes() == expected
+    assert (tmp_path / "again" / "selected.parquet").read_bytes() == expected
+    assert not local["selection"].reused and again["selection"].reused
+    assert all(s.startswith("s3://parts/cache/shards/") for s in remote["embedded"].shards)
+    assert sum(k.startswith("cache/partitions/") and "/routing/" in k for k in keys) == 3
+    assert any(k.startswith("cache/selection/") and k.endswith("selection.json") for k in keys)
+    assert not [k for k in keys if ".tmp" in k]
