@@ -35,7 +35,7 @@ def write_outputs_task(*, spec: dict, prepared: PreparedCorpus, embeddings: Embe
 def _write_remote(*, out_dir: str, **kwargs) -> dict:
     url = str(out_dir).rstrip("/")
     with storage.staged_folder(url) as staging:
-        outputs = write_run_folder(out_dir=str(staging), **kwargs)
+        outputs = write_run_folder(out_dir=str(staging), previous_dir=url, **kwargs)
     local = str(staging)
     return {k: (storage.join(url, v[len(local):]) if isinstance(v, str) and v.startswith(local) else v)
             for k, v in outputs.items()}

@@ -4,40 +4,42 @@ from pathlib import Path
 
 import polars as pl
 
+from . import storage
 from .results import Manifest
 
 EXAMPLES = 20
 
 
 def changes_since_previous(out_dir: str | Path, selected_ids: list[str], corpus_ids: set[str]) -> dict | None:
-    """Rows added to and dropped from the selection since the run already in `out_dir`, and why.
+    """Rows added to and dropped from the selection since the run already in `out_dir` (a folder, or an
+    object-store prefix), and why.
 
     Returns None when the folder holds no previous run. Reasons: a dropped row either left the input or
     is still there but lost its place; an added row is either new in the input or was there before.
     """
-    out = Path(out_dir)
-    manifest_path, parquet_path = out / "manifest.json", out / "selected.parquet"
-    if not (manifest_path.exists() and parquet_path.exists()):
+    manifest_path, parquet_path = storage.join(out_dir, "manifest.json"), storage.join(out_dir, "selected.parquet")
+    if not (storage.exists(manifest_path) and storage.exists(parquet_path)):
         return None
     previous = Manifest.read(manifest_path)
     id_column = (previous.config.get("corpus") or {}).get("id_column")
     cache_files = previous.cache_files
-    prev_frame = pl.read_parquet(parquet_path)
+    prev_frame = pl.read_parquet(storage.local_copy(parquet_path))
     # The previous run's ids: its id column, or the ids its prepared corpus derived (kept in the cache).
     prev_ids: list[str] | None = None
     prev_corpus_ids: set[str] | None = None
     prepared = cache_files.prepared_corpus if cache_files else None
-    if prepared and Path(prepared).exists():
+    if prepared and storage.exists(prepared):
+        prepared = storage.local_copy(prepared)
         prev_corpus = pl.read_parquet(prepared, columns=["id", "row"])
         prev_corpus_ids = set(prev_corpus["id"].to_list())
     if id_column and id_column in prev_frame.columns:
         prev_ids = prev_frame[id_column].cast(pl.String).to_list()
     elif "sf_nearest_selected_id" in prev_frame.columns and prev_corpus_ids is not None and prepared:
         selection = cache_files.selection_arrays
-        if selection and Path(selection).exists():
+        if selection and storage.exists(selection):
             import numpy as np
 
-            with np.load(selection, allow_pickle=False) as z:
+            with np.load(storage.local_copy(selection), allow_pickle=False) as z:
                 rows = z["rows"]
             ids = pl.read_parquet(prepared, columns=["id"])["id"].to_list()
             prev_ids = [ids[int(r)] for r in rows]

@@ -248,7 +248,9 @@ class Manifest(_Record):
     def read(cls, folder_or_file: str | Path) -> "Manifest":
         import json
 
-        path = Path(folder_or_file)
-        if path.is_dir():
-            path = path / "manifest.json"
-        return cls.model_validate(json.loads(path.read_text()))
+        from . import storage
+
+        path = str(folder_or_file)
+        if not path.endswith(".json"):  # a run folder (local or an object-store prefix)
+            path = storage.join(path, "manifest.json")
+        return cls.model_validate(json.loads(storage.read_text(path)))

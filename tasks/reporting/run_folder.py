@@ -57,8 +57,11 @@ def texts_by_row(prepared_path: str):
 
 def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embeddings, index: IndexRef | None,
                      selection: Selection, out_dir: str, run_key: str, config: dict, timings: dict,
-                     formats: tuple = ("parquet",)) -> dict:
-    """Write the output folder; returns its paths and the report's diversity and composition sections."""
+                     formats: tuple = ("parquet",), previous_dir: str | None = None) -> dict:
+    """Write the output folder; returns its paths and the report's diversity and composition sections.
+
+    `previous_dir`: where the previous run of this output lives when `out_dir` is only a staging folder (an
+    object-store output is staged locally, then published); default `out_dir`."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     # Partitioned selection: rows read from the shards on demand (embedding/sharded.py), never one (N, D) matrix.
@@ -75,7 +78,7 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
     clusters = arrays["clusters"] if selection.has_clusters else analysis.assignments[rows]
 
     # Before anything is replaced: what this run changes against the previous run in the same folder.
-    changes = changes_since_previous(out, [ids[int(r)] for r in rows], set(ids))
+    changes = changes_since_previous(previous_dir or out, [ids[int(r)] for r in rows], set(ids))
     originals = read_original_rows(CorpusSpec.from_params(spec), frame["row"].to_numpy()[rows])
     provenance = provenance_frame(ids=ids, rows=rows, sampler=selection.sampler, scores=arrays["scores"],
                                   weights=arrays["weights"], clusters=clusters, nearest_pos=nearest_pos, nearest_sim=nearest_sim)
