@@ -29,14 +29,14 @@ def sharded(tmp_path_factory):
     return root
 
 
-def _run(sharded, tmp, sampler, *, workers=1, partitions=3, name="out"):
+def _run(sharded, tmp, sampler, *, workers=1, partitions=3, name="out", cache=None):
     from selectflow.flows.pipeline import select_subset
 
     return select_subset(
         CorpusParams(path=str(sharded / "corpus.parquet"), id_column="id", embeddings=str(sharded / "emb")),
         EncoderParams(device="cpu"),
         SelectionParams(sampler=sampler, budget=BUDGET, seed=3, partitions=partitions),
-        OutputParams(out_dir=str(tmp / name), cache_dir=str(tmp / f"cache-{name}")),
+        OutputParams(out_dir=str(tmp / name), cache_dir=str(cache or tmp / f"cache-{name}")),
         RunnerParams(kind="thread", workers=workers),
     )
 
@@ -144,3 +144,31 @@ def test_partitioned_selection_on_an_s3_cache_gives_the_local_caches_selection(s
     assert sum(k.startswith("cache/partitions/") and "/routing/" in k for k in keys) == 3
     assert any(k.startswith("cache/selection/") and k.endswith("selection.json") for k in keys)
     assert not [k for k in keys if ".tmp" in k]
+
+
+def test_unchanged_shards_are_not_checked_again(sharded, tmp_path, monkeypatch):
+    """The shard check (hash, finite, unit norm) is cached under the file's version: a second run on the same
+    cache skips it; a rewritten shard is checked again."""
+    import os
+    import shutil
+
+    import selectflow.tasks.partitioned as partitioned
+
+    shards = tmp_path / "emb"
+    shutil.copytree(sharded / "emb", shards)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sharded / "corpus.parquet", data / "corpus.parquet")
+    (data / "emb").symlink_to(shards)
+    cache = tmp_path / "cache"
+    first = _run(data, tmp_path, "random", name="first", cache=cache)
+    checked: list[str] = []
+    original = partitioned.import_shard
+    monkeypatch.setattr(partitioned, "import_shard", lambda path, **kw: checked.append(path) or original(path, **kw))
+    second = _run(data, tmp_path, "random", name="second", cache=cache)
+    assert checked == [] and second["embedded"].key == first["embedded"].key
+    target = shards / "part-1.npy"
+    np.save(target, np.load(target))  # same rows, a new file version
+    os.utime(target, ns=(1, 1))
+    third = _run(data, tmp_path, "random", name="third", cache=cache)
+    assert [os.path.basename(p) for p in checked] == ["part-1.npy"] and third["embedded"].key == first["embedded"].key
