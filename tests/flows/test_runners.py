@@ -1,5 +1,7 @@
 """Scale-out: the pipeline on a local Dask cluster gives byte-identical results to the thread runner."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -60,12 +62,21 @@ def test_local_dask_workers_report_to_the_flows_temporary_api_instead_of_startin
     import subprocess
     import sys
 
-    corpus = tmp_path / "small.parquet"
+    import numpy as np
+
+    # Partitioned mode on stored embeddings: shard checks, routing and the partitions' samplers all run on the
+    # workers, without the encoder start-up of the embedding path.
+    corpus, shards = tmp_path / "small.parquet", tmp_path / "emb"
     pl.read_parquet(bundled_slice).head(24).write_parquet(corpus)
+    shards.mkdir()
+    emb = np.load(Path(__file__).resolve().parents[1] / "data" / "bundled_embeddings.npy")
+    np.save(shards / "a.npy", emb[:12])
+    np.save(shards / "b.npy", emb[12:24])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "selectflow.flows.cli", "select", str(corpus), "--id", "id",
-                           "--budget", "6", "--runner", "dask", "--workers", "2", "--unit-rows", "8",
+                           "--embeddings", str(shards), "--partitions", "2", "--sampler", "random",
+                           "--budget", "6", "--runner", "dask", "--workers", "2",
                            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--verbose"],
                           capture_output=True, text=True, timeout=600, env=env)
     log = proc.stdout + proc.stderr
