@@ -147,8 +147,9 @@ def render(paths: list[str]) -> str:
             workers = [p for p in procs if p["role"] == "worker"]
             cpu = [p.get("cpu_s") for p in flow + workers]
             cpu_text = "n/m" if any(c is None for c in cpu) else f"{flow[0]['cpu_s']:.0f} + {sum(p['cpu_s'] for p in workers):.0f}"
+            sampler = f"{r['sampler']} ({r['note']})" if r.get("note") else r["sampler"]
             lines.append(
-                f"| {r['rows']:,} | {r['runner']} ×{r['workers']} | {r['partitions']} | {r['sampler']} | {r['wall_s']:.0f} "
+                f"| {r['rows']:,} | {r['runner']} ×{r['workers']} | {r['partitions']} | {sampler} | {r['wall_s']:.0f} "
                 f"| {t.get('corpus', 0):.0f} | {t.get('embed', 0):.0f} | {t.get('select', 0):.0f} "
                 f"({', '.join(f'{s:.0f}' for s in r['partition']['partition_seconds'])}) | {t.get('report', 0):.0f} "
                 f"| {flow[0]['peak_rss_gib']:.2f} | {', '.join('%.2f' % p['peak_rss_gib'] for p in workers) or '–'} "
