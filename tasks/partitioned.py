@@ -80,13 +80,14 @@ class PartitionFolder:
                           else (self.local / name).read_text())
 
     def fetch(self, names: list[str]) -> Path:
-        """The local folder, holding at least `names` (downloaded once; hard links to the scratch copies)."""
+        """The local folder, holding `names` as they are on the store now (hard links to the scratch copies, which
+        storage.local_copy downloads once per object version: a folder rebuilt on the store is not read stale)."""
         if self.remote:
             for name in names:
                 target = self.local / name
-                if target.exists():
-                    continue
                 source = storage.local_copy(storage.join(self.url, name))
+                if target.exists() and os.path.samefile(source, target):
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
                 try:
