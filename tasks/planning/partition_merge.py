@@ -3,6 +3,8 @@
 select_in_partition   run a sampler on one partition's rows for quota + spares; write its ranked picks (one mapped task)
 merge_partitions      one global selection of exactly the budget, border near-duplicates replaced by spares
 build_ivf_from_shards an IVF (or IVF-PQ) index trained on a seeded sample, inverted lists filled shard by shard
+                      (tested; the pipeline does not build one yet: each partition's sampler indexes its own
+                      rows, and the report's corpus near-duplicate estimate is skipped in this mode)
 
 The merge rule. Samplers return rows in selection order, rank 0 first (samplers/base.py `Selection.rows`), and
 a prefix is meaningful for each of them (kMQ interleaves its clusters, greedy MIG/DPP/coverage add by gain,
