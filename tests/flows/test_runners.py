@@ -72,7 +72,9 @@ def test_local_dask_workers_report_to_the_flows_temporary_api_instead_of_startin
     emb = np.load(Path(__file__).resolve().parents[1] / "data" / "bundled_embeddings.npy")
     np.save(shards / "a.npy", emb[:12])
     np.save(shards / "b.npy", emb[12:24])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    # No Prefect or Dask settings from this process: an earlier in-process CLI call may have set
+    # PREFECT_LOGGING_LEVEL=CRITICAL here, which would hide the line counted below.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "selectflow.flows.cli", "select", str(corpus), "--id", "id",
                            "--embeddings", str(shards), "--partitions", "2", "--sampler", "random",
