@@ -127,7 +127,7 @@ def test_partitioned_selection_on_an_s3_cache_gives_the_local_caches_selection(s
     def run(cache, name):
         return select_subset(
             CorpusParams(path=str(sharded / "corpus.parquet"), id_column="id", embeddings=str(sharded / "emb")),
-            EncoderParams(device="cpu"), SelectionParams(sampler="kmeans", budget=BUDGET, seed=3, partitions=3),
+            EncoderParams(device="cpu"), SelectionParams(sampler="random", budget=BUDGET, seed=3, partitions=3),
             OutputParams(out_dir=str(tmp_path / name), cache_dir=cache), RunnerParams(kind="thread", workers=2))
 
     local = run(str(tmp_path / "cache-local"), "local")
