@@ -218,7 +218,7 @@ p.headline{font-size:1.1rem;margin:.6rem 0}.better{color:#2b8a3e;font-weight:600
 COLUMN_NOTES = {
     "rank": "position in the selection order (0 = picked first)",
     "id": "the row's id in the input",
-    "nearest selected (similarity)": "the closest other selected row and its cosine similarity (near 1 = near-duplicate)",
+    "nearest selected (similarity)": "the closest other selected row and its cosine similarity (near 1 = near-duplicate; above 100,000 selected rows found through an IVF index, so approximate)",
     "text": "the row's text, cut at 400 characters",
     "rejected id": "a row the sampler did not select (a random sample of them)",
     "rejected text": "its text",

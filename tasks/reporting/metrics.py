@@ -17,22 +17,42 @@ def _flat_index(vectors: np.ndarray):
     return index
 
 
-def nearest_selected(embeddings: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every selected row, the nearest *other* selected row (position in `rows`) and its cosine similarity."""
+# Above this many picks the exact search of the picks against themselves (O(B²·D): 0.7 s at 10k, 53 s at 100k,
+# bench/results/scale.md) gives way to an IVF index: about 150 CPU-days at 10⁷ picks would become hours.
+EXACT_NEAREST_MAX = 100_000
+
+
+def _pick_index(vectors: np.ndarray, seed: int):
+    """Exact (flat) up to EXACT_NEAREST_MAX vectors; above, IVF (faiss_index.choose_params), trained on one thread
+    on a seeded sample so the result does not depend on the machine's core count."""
+    if len(vectors) <= EXACT_NEAREST_MAX:
+        return _flat_index(vectors)
+    from ..embedding.faiss_index import build_index, choose_params
+    from ..samplers.clustering import single_threaded_faiss
+
+    with single_threaded_faiss():
+        return build_index(vectors, choose_params(len(vectors), "ivf"), seed=seed)
+
+
+def nearest_selected(embeddings: np.ndarray, rows: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For every selected row, the nearest *other* selected row (position in `rows`) and its cosine similarity.
+
+    Exact up to EXACT_NEAREST_MAX selected rows; above, approximate (an IVF index over the picks, seeded)."""
     rows = np.asarray(rows)
     if len(rows) < 2:
         return np.full(len(rows), -1, dtype=np.int64), np.full(len(rows), np.nan)
     vecs = np.ascontiguousarray(embeddings[rows], dtype=np.float32)
-    index = _flat_index(vecs)
+    index = _pick_index(vecs, seed)
     k = min(3, len(rows))
     sims, nn = index.search(vecs, k)
     own = np.arange(len(rows))[:, None]
     # The row itself is usually first, but an exact duplicate may come first instead: skip by position.
     not_self = nn != own
     first = np.argmax(not_self, axis=1)
-    pick = np.take_along_axis(nn, first[:, None], axis=1)[:, 0]
-    sim = np.take_along_axis(sims, first[:, None], axis=1)[:, 0]
-    return pick.astype(np.int64), sim.astype(np.float64)
+    pick = np.take_along_axis(nn, first[:, None], axis=1)[:, 0].astype(np.int64)
+    sim = np.take_along_axis(sims, first[:, None], axis=1)[:, 0].astype(np.float64)
+    sim[pick < 0] = np.nan  # IVF: nothing else found in the probed lists
+    return pick, sim
 
 
 def coverage_distance(embeddings: np.ndarray, rows: np.ndarray, pool_sample: np.ndarray) -> float:

@@ -72,7 +72,7 @@ def write_run_folder(*, spec: dict, prepared: PreparedCorpus, embeddings: Embedd
     frame = pl.read_parquet(local_copy(prepared.prepared_path), columns=["row", "id", "text_hash", "labels", "group"])
     ids = frame["id"].to_list()
 
-    nearest_pos, nearest_sim = nearest_selected(emb, rows)
+    nearest_pos, nearest_sim = nearest_selected(emb, rows, seed=seed)
     analysis = (sampled_analysis(emb, analysis_k(len(ids)), seed=seed) if embeddings.shards
                 else kmeans(emb, analysis_k(len(ids)), seed=seed))
     clusters = arrays["clusters"] if selection.has_clusters else analysis.assignments[rows]

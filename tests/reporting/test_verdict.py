@@ -129,3 +129,31 @@ def test_label_coverage_against_the_same_random_draws():
     assert lc["distinct"] == 5 and lc["selected"] == pytest.approx(1 / 5) and lc["selected_count"] == 1
     assert len(lc["random"]["values"]) == 5 and 0 < lc["random"]["mean"] <= 1
     assert label_coverage(labels, np.array([0, 1, 2, 30]))["selected"] == 1.0
+
+
+def test_nearest_selected_above_the_exact_limit_is_an_ivf_search_close_to_exact_and_reproducible(monkeypatch):
+    """Above EXACT_NEAREST_MAX picks the report's nearest-pick search is an IVF index (the exact one is O(B²)):
+    it agrees with the exact search on nearly every row, is the same on every call, and on 1 or 2 FAISS threads."""
+    import faiss
+
+    from selectflow.tasks.reporting import metrics
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 32)).astype(np.float32)
+    emb = centres[rng.integers(0, 40, 4000)] + 0.3 * rng.standard_normal((4000, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    rows = np.sort(rng.choice(4000, 3000, replace=False))
+    exact_pick, exact_sim = metrics.nearest_selected(emb, rows, seed=3)
+    monkeypatch.setattr(metrics, "EXACT_NEAREST_MAX", 1000)
+    pick, sim = metrics.nearest_selected(emb, rows, seed=3)
+    assert np.mean(pick == exact_pick) > 0.9 and np.nanmax(sim - exact_sim) < 1e-5  # never better than exact
+    again = metrics.nearest_selected(emb, rows, seed=3)
+    saved = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        two_threads = metrics.nearest_selected(emb, rows, seed=3)
+    finally:
+        faiss.omp_set_num_threads(saved)
+    for other in (again, two_threads):
+        np.testing.assert_array_equal(other[0], pick)
+        np.testing.assert_array_equal(other[1], sim)
