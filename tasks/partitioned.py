@@ -73,11 +73,10 @@ class PartitionFolder:
         self.local = storage.default_scratch() / "partitions" / digest if self.remote else Path(self.url)
 
     def has(self, name: str) -> bool:
-        return storage.exists(storage.join(self.url, name)) if self.remote else (self.local / name).exists()
+        return storage.exists(storage.join(self.url, name))
 
     def read_json(self, name: str) -> Any:
-        return json.loads(storage.read_text(storage.join(self.url, name)) if self.remote
-                          else (self.local / name).read_text())
+        return json.loads(storage.read_text(storage.join(self.url, name)))
 
     def fetch(self, names: list[str]) -> Path:
         """The local folder, holding `names` as they are on the store now (hard links to the scratch copies, which

@@ -31,9 +31,7 @@ def is_sharded_source(source: str) -> bool:
     shard by shard."""
     from ..io import storage
 
-    if any(c in source for c in "*?[") or source.lower().endswith(".npy"):
-        return True
-    return storage.isdir(source) if storage.is_remote(source) else Path(source).expanduser().is_dir()
+    return any(c in source for c in "*?[") or source.lower().endswith(".npy") or storage.isdir(source)
 
 
 def shard_sources(source: str) -> list[str]:
@@ -159,6 +157,8 @@ class ShardedMatrix:
         return self.shape[0]
 
     def _take(self, rows: np.ndarray) -> np.ndarray:
+        from ..io.storage import local_copy  # an object-store shard is read from its scratch copy
+
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.shape[0]):
             raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
@@ -170,7 +170,7 @@ class ShardedMatrix:
             order = np.argsort(local, kind="stable")  # ascending reads from the memory map
             # A map per read, dropped after it: pages of a map kept open count in this process's resident set
             # (a pass over every row would hold the whole matrix's pages: measured, bench/results/scale.md).
-            array = np.load(_readable(self.paths[s]), mmap_mode="r", allow_pickle=False)
+            array = np.load(local_copy(self.paths[s]), mmap_mode="r", allow_pickle=False)
             out[where[order]] = array[local[order]]
             del array
         return out
@@ -187,13 +187,6 @@ class ShardedMatrix:
 
     def __array__(self, dtype=None, copy=None):  # pragma: no cover - a guard, not a path
         raise TypeError("ShardedMatrix is never assembled as one array; index rows (m[rows]) instead.")
-
-
-def _readable(path: str) -> Path:
-    """A local file for np.load: the path itself, or the scratch copy of an object-store shard (io.storage)."""
-    from ..io.storage import local_copy
-
-    return local_copy(path)
 
 
 @dataclass(frozen=True)
